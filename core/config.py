@@ -1,0 +1,100 @@
+"""One typed settings object, read from `STILLHOUSE_*` environment variables.
+
+The embedded defaults (SQLite file, Celery's filesystem transport, a local
+artifact directory) all live under `data_dir`; production changes only URLs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STILLHOUSE_", extra="ignore")
+
+    environment: str = "development"
+    data_dir: Path = Path("./var")
+    # Empty means "the embedded default under data_dir"; see the resolved_* properties.
+    database_url: str = ""
+    broker_url: str = ""
+    storage_url: str = ""
+    # A per-deployment (or per-test-run) prefix for every Redis key the broker writes.
+    broker_prefix: str = ""
+    port: int = 8000
+    host: str = "127.0.0.1"
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    allow_torch_programs: bool = False
+    # Stages whose worker stops heartbeating for this long are failed or re-queued by the reaper.
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    worker_heartbeat_s: float = Field(default=10.0, gt=0)
+    # Longest a job may run; the broker's visibility timeout must exceed it (DESIGN.md section 5).
+    max_job_seconds: int = Field(default=6 * 3600, gt=0)
+    max_epochs: int = Field(default=1000, gt=0)
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    # Which queue and device this worker process serves (`stillhouse worker --pool --device`).
+    worker_pool: str = "cpu"
+    worker_device: str = "cpu"
+    # Stage re-runs after a worker died mid-stage, before the job is failed.
+    max_attempts: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.environment == "production" and not self.database_url:
+            raise ValueError(
+                "STILLHOUSE_DATABASE_URL must be set in production; the SQLite default is for one machine."
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The sync (psycopg / sqlite3) URL used by workers and migrations."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'stillhouse.db').resolve()}"
+        return sync_database_url(url)
+
+    @property
+    def async_database_url(self) -> str:
+        """The async URL used by the gateway: asyncpg or aiosqlite."""
+        return async_database_url(self.resolved_database_url)
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'artifacts').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def sync_database_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith("sqlite+aiosqlite://"):
+        return "sqlite://" + url[len("sqlite+aiosqlite://"):]
+    return url
+
+
+def async_database_url(url: str) -> str:
+    url = sync_database_url(url)
+    if url.startswith("postgresql+psycopg://"):
+        return "postgresql+asyncpg://" + url[len("postgresql+psycopg://"):]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

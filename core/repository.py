@@ -1,0 +1,114 @@
+"""Every SQL statement the gateway and the workers share. Functions build
+statements; callers execute them on a sync (worker) or async (gateway) session,
+so the SQL is written once and the transaction stays with the caller."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Delete, Select, Update, and_, delete, or_, select, update
+
+from core.models import ApiKey, Dataset, Job, Metric, Model, Tenant, Worker, utcnow
+from core.queues import ACTIVE_JOB_STATUSES, JobStatus, Pool
+
+
+def tenant_by_name(name: str) -> Select[tuple[Tenant]]:
+    return select(Tenant).where(Tenant.name == name)
+
+
+def tenant_id_for_key(key_hash: str) -> Select[tuple[str]]:
+    return select(ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+
+
+def owned(entity: Any, tenant_id: str, entity_id: str) -> Select[Any]:
+    return select(entity).where(entity.id == entity_id, entity.tenant_id == tenant_id)
+
+
+def page(entity: Any, tenant_id: str, limit: int, after: tuple[datetime, str] | None) -> Select[Any]:
+    """Newest first; `after` is the (created_at, id) of the last row already seen."""
+    query = select(entity).where(entity.tenant_id == tenant_id)
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            or_(
+                entity.created_at < created_at,
+                and_(entity.created_at == created_at, entity.id < row_id),
+            )
+        )
+    return query.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit)
+
+
+def delete_owned(entity: Any, tenant_id: str, entity_id: str) -> Delete:
+    return delete(entity).where(entity.id == entity_id, entity.tenant_id == tenant_id)
+
+
+def job_metrics(job_id: str, after_id: int = 0, limit: int = 10_000) -> Select[tuple[Metric]]:
+    return (
+        select(Metric)
+        .where(Metric.job_id == job_id, Metric.id > after_id)
+        .order_by(Metric.id)
+        .limit(limit)
+    )
+
+
+def live_workers(pool: str | None, now: datetime, timeout_s: float) -> Select[tuple[Worker]]:
+    query = select(Worker).where(Worker.last_heartbeat >= now - timedelta(seconds=timeout_s))
+    if pool is not None:
+        query = query.where(Worker.pool == pool)
+    return query.order_by(Worker.pool, Worker.id)
+
+
+def all_workers() -> Select[tuple[Worker]]:
+    return select(Worker).order_by(Worker.last_heartbeat.desc()).limit(500)
+
+
+def resolve_pool(requested: str, live_gpu_workers: int) -> str:
+    """`auto` means the GPU pool when a live GPU worker exists, else CPU (DESIGN.md section 4)."""
+    if requested != "auto":
+        return requested
+    return Pool.GPU.value if live_gpu_workers > 0 else Pool.CPU.value
+
+
+def claim_stage(job_id: str, stage: str, worker_id: str) -> Update:
+    """Atomic claim: only the first delivery of a stage's message matches."""
+    now = utcnow()
+    return (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.queued_stage == stage,
+            Job.status.in_(ACTIVE_JOB_STATUSES),
+            Job.cancel_requested.is_(False),
+        )
+        .values(
+            queued_stage=None,
+            queued_pool=None,
+            status=JobStatus.RUNNING.value,
+            stage=stage,
+            worker_id=worker_id,
+            heartbeat_at=now,
+            attempt=Job.attempt + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def stale_running_jobs(now: datetime, timeout_s: float) -> Select[tuple[Job]]:
+    return select(Job).where(
+        Job.status == JobStatus.RUNNING.value,
+        Job.heartbeat_at < now - timedelta(seconds=timeout_s),
+    )
+
+
+def touch_job(job_id: str, worker_id: str) -> Update:
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING.value)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def cancel_requested(job_id: str) -> Select[tuple[bool]]:
+    return select(Job.cancel_requested).where(Job.id == job_id)

@@ -1,0 +1,107 @@
+"""The job specification as the API accepts it and the workers read it back
+from the database. Pydantic checks ranges; cross-resource checks (shapes,
+readiness) live in the gateway's job service."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Mirrors distill's registries (a test keeps them equal): the gateway cannot
+# import the engine, yet must refuse an unknown name before a job is queued.
+LOSS_PARAMS: dict[str, set[str]] = {
+    "kd": {"temperature"},
+    "ce": set(),
+    "hard": set(),
+    "mse_logits": set(),
+}
+LOSSES_NEEDING_LABELS = {"ce"}
+STUDENT_ARCHITECTURES = ("mlp", "cnn1d")
+POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class StudentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    architecture: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    model_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentSpec:
+        if (self.architecture is None) == (self.model_id is None):
+            raise ValueError("student needs exactly one of 'architecture' or 'model_id'")
+        if self.architecture is not None and self.architecture not in STUDENT_ARCHITECTURES:
+            valid = ", ".join(STUDENT_ARCHITECTURES)
+            raise ValueError(f"unknown student architecture '{self.architecture}'; valid: {valid}")
+        return self
+
+
+class LossTermSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    weight: float = Field(ge=0.0, le=1e6, allow_inf_nan=False)
+    temperature: float | None = Field(default=None, gt=0.0, le=1e3, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _known(self) -> LossTermSpec:
+        if self.name not in LOSS_PARAMS:
+            raise ValueError(f"unknown loss '{self.name}'; valid: {', '.join(LOSS_PARAMS)}")
+        if self.temperature is not None and "temperature" not in LOSS_PARAMS[self.name]:
+            raise ValueError(f"loss '{self.name}' takes no temperature")
+        return self
+
+    def engine_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class TrainingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=256, ge=1, le=65_536)
+    lr: float = Field(default=3e-3, gt=0.0, le=10.0, allow_inf_nan=False)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class PlacementSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    teacher: str = "auto"
+    student: str = "auto"
+    benchmark: str = "cpu"
+
+    @field_validator("teacher", "student", "benchmark")
+    @classmethod
+    def _pool(cls, value: str) -> str:
+        if value != "auto" and not POOL_NAME.match(value):
+            raise ValueError(f"'{value}' is not a pool name (lowercase letters, digits, '-', '_', '.')")
+        return value
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    teacher_model_id: str
+    student: StudentSpec
+    train_dataset_id: str
+    transfer_dataset_id: str | None = None
+    val_dataset_id: str | None = None
+    losses: list[LossTermSpec] = Field(min_length=1, max_length=16)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    baseline: bool = False
+
+    @model_validator(mode="after")
+    def _losses(self) -> JobCreate:
+        if not any(term.weight > 0 for term in self.losses):
+            raise ValueError("at least one loss term needs a weight above 0")
+        names = [term.name for term in self.losses]
+        if len(set(names)) != len(names):
+            raise ValueError("each loss term may appear once")
+        return self
+
+    @property
+    def needs_labels(self) -> bool:
+        return any(t.name in LOSSES_NEEDING_LABELS and t.weight > 0 for t in self.losses)

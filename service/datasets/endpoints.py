@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from core import repository
+from core.models import Dataset, Job
+from core.queues import ACTIVE_JOB_STATUSES, Pool, ResourceStatus, TaskName
+from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
+from service.datasets.schemas import DatasetPublic
+from service.errors import Conflict, NotFound, UnsupportedMediaType
+from service.schemas import Page, paginate
+from service.uploads import store_upload
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+async def upload_dataset(
+    uow: UowDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description=".npz with 'x' and optional 'y'")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetPublic:
+    filename = file.filename or ""
+    if PurePosixPath(filename.lower()).suffix != ".npz":
+        raise UnsupportedMediaType(
+            f"Stillhouse cannot read '{filename or 'the file'}' as a dataset; upload an .npz file "
+            "with an array 'x' (float, shape (N, ...)) and optionally 'y' (integer class ids)."
+        )
+    stored = await store_upload(file, store, settings.max_upload_bytes)
+    row = Dataset(
+        tenant_id=tenant_id,
+        name=name or filename.rsplit(".", 1)[0] or "dataset",
+        status=ResourceStatus.PENDING.value,
+        format="npz",
+        filename=filename,
+        sha256=stored.sha256,
+        size_bytes=stored.size_bytes,
+        storage_key=stored.key,
+    )
+    uow.session.add(row)
+    await uow.session.flush()
+    uow.enqueue(TaskName.INSPECT_DATASET, [row.id], Pool.CPU.value)
+    await uow.commit()
+    return DatasetPublic.model_validate(row)
+
+
+@router.get("", response_model=Page[DatasetPublic])
+async def list_datasets(
+    uow: UowDep,
+    tenant_id: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Page[DatasetPublic]:
+    rows, next_cursor = await paginate(uow.session, Dataset, tenant_id, limit, cursor)
+    return Page(items=[DatasetPublic.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+async def get_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: str) -> DatasetPublic:
+    row = await uow.session.scalar(repository.owned(Dataset, tenant_id, dataset_id))
+    if row is None:
+        raise NotFound.of("dataset", dataset_id)
+    return DatasetPublic.model_validate(row)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: str) -> Response:
+    if await uow.session.scalar(repository.owned(Dataset, tenant_id, dataset_id)) is None:
+        raise NotFound.of("dataset", dataset_id)
+    active = await uow.session.scalars(
+        select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    )
+    if any(dataset_id in (spec.get(f) for f in DATASET_FIELDS) for spec in active):
+        raise Conflict("A queued or running job uses this dataset; cancel it or wait, then delete.")
+    await uow.session.execute(repository.delete_owned(Dataset, tenant_id, dataset_id))
+    await uow.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,59 @@
+"""Dependencies, named once as Annotated aliases so routes read as plain typed functions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from core import repository
+from core.auth import hash_key
+from core.config import Settings
+from core.storage import ArtifactStore
+from service.errors import Unauthorized
+from service.state import AppState, UnitOfWork
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.stillhouse
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+def get_store(state: StateDep) -> ArtifactStore:
+    return state.store
+
+
+async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
+    async with state.sessions() as session:
+        yield UnitOfWork(session, state.celery)
+
+
+async def get_tenant_id(
+    state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
+    key_hash = hash_key(key.strip())
+    tenant_id = state.keys.get(key_hash)
+    if tenant_id is None:
+        async with state.sessions() as session:
+            tenant_id = await session.scalar(repository.tenant_id_for_key(key_hash))
+        if tenant_id is None:
+            raise Unauthorized("This API key is not valid; create one with 'stillhouse keys create'.")
+        state.keys.put(key_hash, tenant_id)
+    return tenant_id
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+TenantDep = Annotated[str, Depends(get_tenant_id)]

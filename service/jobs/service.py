@@ -1,0 +1,131 @@
+"""Rules for a new job: every referenced resource exists, is ready and fits
+the others, so a job that is queued can run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import repository
+from core.config import Settings
+from core.models import Dataset, Job, Model, Worker, utcnow
+from core.queues import JobStatus, Pool, ResourceStatus, Stage
+from core.spec import JobCreate
+from service.errors import Unprocessable
+
+TEACHER_FORMATS = ("onnx", "safetensors", "torchscript", "torch_export")
+
+
+async def _ready(session: AsyncSession, entity: Any, kind: str, tenant_id: str, rid: str) -> Any:
+    row = await session.scalar(repository.owned(entity, tenant_id, rid))
+    if row is None:
+        raise Unprocessable(f"{kind} '{rid}' names no {kind.split()[-1]} of yours.")
+    if row.status == ResourceStatus.PENDING.value:
+        raise Unprocessable(
+            f"{kind} '{rid}' is still being inspected; retry when its status is 'ready'."
+        )
+    if row.status != ResourceStatus.READY.value:
+        raise Unprocessable(f"{kind} '{rid}' is invalid and cannot be used: {row.error}")
+    return row
+
+
+def _features(shape: list[int | None] | None) -> int | None:
+    if not shape or any(d is None for d in shape):
+        return None
+    return math.prod(int(d) for d in shape if d is not None)
+
+
+def _check_fit(body: JobCreate, teacher: Model, datasets: dict[str, Dataset]) -> None:
+    train = datasets["train_dataset_id"]
+    if body.needs_labels and not train.labeled:
+        raise Unprocessable(
+            f"Loss 'ce' needs ground-truth labels but train dataset '{train.id}' has no 'y'; "
+            "drop the 'ce' term or upload the dataset with labels."
+        )
+    shapes = {field: d.sample_shape for field, d in datasets.items()}
+    if len({tuple(s or []) for s in shapes.values()}) > 1:
+        listed = ", ".join(f"{f} {s}" for f, s in shapes.items())
+        raise Unprocessable(f"The datasets' sample shapes differ ({listed}); they must match.")
+    width = (teacher.output_shape or [None])[-1]
+    if width is None:
+        raise Unprocessable(f"Teacher '{teacher.id}' has no fixed output width to distill from.")
+    want = _features((teacher.input_shape or [None])[1:])
+    have = _features(train.sample_shape)
+    if want is not None and have is not None and want != have:
+        raise Unprocessable(
+            f"Teacher '{teacher.id}' takes {want} input features per sample but the datasets "
+            f"hold {have} ({train.sample_shape}); upload data shaped for this teacher."
+        )
+    for field, dataset in datasets.items():
+        if dataset.labeled and dataset.num_classes is not None and dataset.num_classes > width:
+            raise Unprocessable(
+                f"The teacher outputs {width} classes but {field.removesuffix('_id')} "
+                f"'{dataset.id}' has labels up to {dataset.num_classes - 1}; teacher outputs "
+                "and class ids must agree."
+            )
+
+
+async def _check_student(
+    session: AsyncSession, tenant_id: str, body: JobCreate, teacher: Model, train: Dataset
+) -> None:
+    if body.student.model_id is None:
+        return
+    student = await _ready(session, Model, "student model", tenant_id, body.student.model_id)
+    if student.format != "safetensors" or not student.spec:
+        raise Unprocessable(
+            f"Student model '{student.id}' must be safetensors weights with a zoo spec to train further."
+        )
+    if list(student.spec.get("input_shape", [])) != list(train.sample_shape or []):
+        raise Unprocessable(
+            f"Student model '{student.id}' takes samples of shape {student.spec.get('input_shape')} "
+            f"but the datasets hold {train.sample_shape}."
+        )
+    if student.spec.get("num_classes") != (teacher.output_shape or [None])[-1]:
+        raise Unprocessable(
+            f"Student model '{student.id}' has {student.spec.get('num_classes')} outputs but the "
+            f"teacher has {(teacher.output_shape or [None])[-1]}."
+        )
+
+
+async def live_gpu_workers(session: AsyncSession, settings: Settings) -> int:
+    live = repository.live_workers(Pool.GPU.value, utcnow(), settings.heartbeat_timeout_s)
+    count = await session.scalar(select(func.count()).select_from(live.subquery()))
+    return int(count or 0)
+
+
+async def create_job(
+    session: AsyncSession, tenant_id: str, body: JobCreate, settings: Settings
+) -> Job:
+    if body.training.epochs > settings.max_epochs:
+        raise Unprocessable(
+            f"training.epochs is {body.training.epochs} but this server allows at most "
+            f"{settings.max_epochs}."
+        )
+    teacher = await _ready(session, Model, "teacher model", tenant_id, body.teacher_model_id)
+    if teacher.format not in TEACHER_FORMATS:
+        raise Unprocessable(f"Teacher '{teacher.id}' is {teacher.format}; it cannot be run.")
+    datasets: dict[str, Dataset] = {}
+    for field in ("train_dataset_id", "transfer_dataset_id", "val_dataset_id"):
+        rid = getattr(body, field)
+        if rid is not None:
+            kind = field.removesuffix("_id").replace("_", " ")
+            datasets[field] = await _ready(session, Dataset, kind, tenant_id, rid)
+    _check_fit(body, teacher, datasets)
+    await _check_student(session, tenant_id, body, teacher, datasets["train_dataset_id"])
+    pool = repository.resolve_pool(
+        body.placement.teacher, await live_gpu_workers(session, settings)
+    )
+    job = Job(
+        tenant_id=tenant_id,
+        name=body.name,
+        spec=body.model_dump(mode="json"),
+        status=JobStatus.QUEUED.value,
+        queued_stage=Stage.TEACHER_INFERENCE.value,
+        queued_pool=pool,
+    )
+    session.add(job)
+    await session.flush()
+    return job

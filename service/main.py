@@ -1,0 +1,66 @@
+"""The FastAPI gateway. It never imports torch: uploads are inspected and jobs
+run on workers.
+
+    uvicorn service.main:app            # or: stillhouse api
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+
+from core.broker import make_celery
+from core.config import Settings, get_settings
+from core.db import make_async_engine, make_async_sessionmaker
+from core.storage import ArtifactStore
+from service.datasets.endpoints import router as datasets_router
+from service.errors import install_error_handlers
+from service.fleet.endpoints import router as fleet_router
+from service.jobs.endpoints import router as jobs_router
+from service.models.endpoints import router as models_router
+from service.state import AppState, KeyCache
+from service.uploads import UploadLimitMiddleware
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_async_engine(settings.async_database_url)
+        app.state.stillhouse = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=make_async_sessionmaker(engine),
+            celery=make_celery(settings),
+            store=ArtifactStore(settings.resolved_storage_url, settings.data_dir / "cache"),
+            keys=KeyCache(ttl=settings.key_cache_seconds),
+        )
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Stillhouse",
+        version="0.1.0",
+        summary="Knowledge distillation as a service: upload a teacher and data, get a student.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    for router in (models_router, datasets_router, jobs_router, fleet_router):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD, media_type="text/html")
+
+    return app
+
+
+app = create_app()

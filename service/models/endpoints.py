@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from sqlalchemy import select
+
+from core import repository
+from core.models import Job, Model
+from core.queues import ACTIVE_JOB_STATUSES, Pool, ResourceStatus, TaskName
+from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
+from service.errors import Conflict, NotFound
+from service.models import service
+from service.models.schemas import ModelPublic
+from service.schemas import Page, paginate
+from service.uploads import store_upload
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic)
+async def upload_model(
+    uow: UowDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description=service.ACCEPTED)],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    spec: Annotated[str | None, Form(description="zoo spec JSON, for safetensors")] = None,
+) -> ModelPublic:
+    filename = file.filename or ""
+    fmt = service.detect_format(filename, file.file, settings)
+    parsed_spec = service.parse_spec(spec)
+    stored = await store_upload(file, store, settings.max_upload_bytes)
+    row = Model(
+        tenant_id=tenant_id,
+        name=name or filename.rsplit(".", 1)[0] or "model",
+        status=ResourceStatus.PENDING.value,
+        format=fmt,
+        filename=filename,
+        sha256=stored.sha256,
+        size_bytes=stored.size_bytes,
+        files={fmt: {"key": stored.key, "sha256": stored.sha256, "size_bytes": stored.size_bytes}},
+        spec=parsed_spec,
+    )
+    uow.session.add(row)
+    await uow.session.flush()
+    uow.enqueue(TaskName.INSPECT_MODEL, [row.id], Pool.CPU.value)
+    await uow.commit()
+    return ModelPublic.of(row)
+
+
+@router.get("", response_model=Page[ModelPublic])
+async def list_models(
+    uow: UowDep,
+    tenant_id: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Page[ModelPublic]:
+    rows, next_cursor = await paginate(uow.session, Model, tenant_id, limit, cursor)
+    return Page(items=[ModelPublic.of(r) for r in rows], next_cursor=next_cursor)
+
+
+async def _get(uow: UowDep, tenant_id: str, model_id: str) -> Model:
+    row = await uow.session.scalar(repository.owned(Model, tenant_id, model_id))
+    if row is None:
+        raise NotFound.of("model", model_id)
+    return row
+
+
+@router.get("/{model_id}", response_model=ModelPublic)
+async def get_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> ModelPublic:
+    return ModelPublic.of(await _get(uow, tenant_id, model_id))
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> Response:
+    await _get(uow, tenant_id, model_id)
+    active = await uow.session.scalars(
+        select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    )
+    for spec in active:
+        if model_id in (spec.get("teacher_model_id"), spec.get("student", {}).get("model_id")):
+            raise Conflict("A queued or running job uses this model; cancel it or wait, then delete.")
+    # Blobs are content-addressed and may back other rows: only the row goes.
+    await uow.session.execute(repository.delete_owned(Model, tenant_id, model_id))
+    await uow.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{model_id}/file", response_class=Response)
+async def download_model(
+    uow: UowDep,
+    tenant_id: TenantDep,
+    store: StoreDep,
+    model_id: str,
+    format: Literal["onnx", "safetensors", "torchscript", "torch_export"] | None = None,
+) -> Response:
+    row = await _get(uow, tenant_id, model_id)
+    wanted = format or row.format
+    entry = row.files.get(wanted)
+    if entry is None:
+        have = ", ".join(sorted(row.files)) or "none"
+        raise NotFound(f"Model '{model_id}' has no {wanted} file; available: {have}.")
+    suffix = {"onnx": ".onnx", "safetensors": ".safetensors"}.get(wanted, ".pt2")
+    filename = f"{row.name}{suffix}"
+    if store.is_local:
+        return FileResponse(
+            store.local_path(entry["key"]), filename=filename, media_type="application/octet-stream"
+        )
+
+    def chunks():  # type: ignore[no-untyped-def]
+        with store.open(entry["key"]) as source:
+            while block := source.read(1024 * 1024):
+                yield block
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.spec import STUDENT_ARCHITECTURES
+from service.schemas import UtcDatetime
+
+
+class ModelPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    status: str
+    error: str | None
+    format: str
+    formats: list[str]
+    filename: str
+    sha256: str
+    size_bytes: int
+    spec: dict[str, Any] | None
+    input_shape: list[int | None] | None
+    output_shape: list[int | None] | None
+    num_params: int | None
+    source_job_id: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+    @classmethod
+    def of(cls, row: Any) -> ModelPublic:
+        data = {name: getattr(row, name) for name in cls.model_fields if name != "formats"}
+        return cls(**data, formats=sorted(row.files))
+
+
+class ZooSpec(BaseModel):
+    """What rebuilds safetensors weights: an architecture from the built-in zoo."""
+
+    model_config = ConfigDict(extra="forbid")
+    architecture: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    input_shape: list[int] = Field(min_length=1, max_length=4)
+    num_classes: int = Field(ge=1, le=1_000_000)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in STUDENT_ARCHITECTURES:
+            raise ValueError(f"unknown architecture '{value}'; valid: {', '.join(STUDENT_ARCHITECTURES)}")
+        return value
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(dim < 1 for dim in value):
+            raise ValueError("input_shape holds the per-sample shape, all dimensions >= 1")
+        return value
+
+
+class PredictRequest(BaseModel):
+    inputs: list[Any]
+    pool: str = "auto"

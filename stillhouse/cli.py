@@ -1,0 +1,169 @@
+"""The `stillhouse` command.
+
+    stillhouse dev                       # embedded defaults: migrate, API + one CPU worker
+    stillhouse api [--host H --port P]   # the gateway alone
+    stillhouse worker --pool cpu --device cpu
+    stillhouse migrate                   # alembic upgrade head
+    stillhouse keys create [--tenant NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.config import get_settings
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from core.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    print(f"database migrated: {_redacted(settings.resolved_database_url)}")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from core.keys import create_key
+
+    key = create_key(get_settings(), args.tenant, args.name, args.key)
+    print(key)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "service.main:app",
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.environ["STILLHOUSE_WORKER_POOL"] = args.pool
+    os.environ["STILLHOUSE_WORKER_DEVICE"] = args.device
+    get_settings.cache_clear()
+    if args.device.startswith("cuda"):
+        import torch
+
+        index = int(args.device.split(":", 1)[1]) if ":" in args.device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            print(f"error: device {args.device} is not available on this host", file=sys.stderr)
+            return 2
+    elif args.device != "cpu":
+        print(f"error: device must be 'cpu' or 'cuda[:N]', not '{args.device}'", file=sys.stderr)
+        return 2
+    from workers.app import celery_app
+
+    # solo pool: one process, one task at a time, and CUDA is never initialised
+    # in a parent that forks (DESIGN.md section 4).
+    celery_app.worker_main([
+        "worker", "--queues", args.pool, "--pool", "solo", "--concurrency", "1",
+        "--hostname", f"{args.pool}-{args.device.replace(':', '')}-{os.getpid()}@%h",
+        "--loglevel", args.log_level.upper(), "--without-gossip", "--without-mingle",
+    ])
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from core.keys import ensure_dev_key
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cmd_migrate(args)
+    key = ensure_dev_key(settings)
+    env = {**os.environ, "STILLHOUSE_DATA_DIR": str(settings.data_dir.resolve())}
+    exe = [sys.executable, "-m", "stillhouse.cli"]
+    children = [
+        subprocess.Popen([*exe, "worker", "--pool", "cpu", "--device", "cpu"], env=env),
+        subprocess.Popen([*exe, "api", "--log-level", "warning"], env=env),
+    ]
+    url = f"http://{settings.host}:{settings.port}"
+    _wait_ready(url, children)
+    print(f"\nStillhouse is running at {url}  (dashboard: {url}/, API docs: {url}/docs)")
+    print(f"API key: {key}")
+    print(f'  export STILLHOUSE_URL={url} STILLHOUSE_KEY={key}\nCtrl-C stops it.', flush=True)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.3)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0 if stopping else 1
+
+
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            return
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+
+
+def _redacted(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return f"{head.split(':')[0]}://***@{tail}" if sep else url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stillhouse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="migrate and run the API plus one CPU worker").set_defaults(fn=cmd_dev)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    api = sub.add_parser("api", help="run the HTTP gateway")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--log-level", default="info")
+    api.set_defaults(fn=cmd_api)
+    worker = sub.add_parser("worker", help="run a worker for one pool and device")
+    worker.add_argument("--pool", default="cpu")
+    worker.add_argument("--device", default="cpu")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(fn=cmd_worker)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create an API key (printed once)")
+    create.add_argument("--tenant", default="default")
+    create.add_argument("--name", default="")
+    create.add_argument("--key", help="use this key instead of generating one")
+    create.set_defaults(fn=cmd_keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""A real teacher and real data for the end-to-end tests: an MLP trained on
+scikit-learn's bundled digits (no download), exported to ONNX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DigitsFiles:
+    teacher_onnx: Path
+    train_npz: Path
+    val_npz: Path
+    transfer_npz: Path
+    teacher_val_accuracy: float
+
+
+def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)  # (1797, 64), pixel values 0..16
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:360], order[360:]
+    # Half the training images lose their labels: a transfer set the teacher labels.
+    labeled, unlabeled = train[: len(train) // 2], train[len(train) // 2 :]
+
+    torch.manual_seed(seed)
+    teacher = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    )
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(epochs):
+        for batch in torch.randperm(len(xt)).split(64):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(teacher(xt[batch]), yt[batch]).backward()
+            optimizer.step()
+    teacher.eval()
+    with torch.no_grad():
+        accuracy = (teacher(torch.from_numpy(x[val])).argmax(1).numpy() == y[val]).mean()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = DigitsFiles(
+        teacher_onnx=folder / "teacher.onnx",
+        train_npz=folder / "train.npz",
+        val_npz=folder / "val.npz",
+        transfer_npz=folder / "transfer.npz",
+        teacher_val_accuracy=float(accuracy),
+    )
+    torch.onnx.export(
+        teacher, (torch.zeros(1, 64),), str(files.teacher_onnx), input_names=["input"],
+        output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    np.savez(files.train_npz, x=x[labeled], y=y[labeled])
+    np.savez(files.val_npz, x=x[val], y=y[val])
+    np.savez(files.transfer_npz, x=x[unlabeled])
+    return files
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = build_digits(Path(sys.argv[1] if len(sys.argv) > 1 else "digits"))
+    print(out)

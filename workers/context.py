@@ -1,0 +1,40 @@
+"""What one worker process holds: settings, database sessions, the artifact
+store, its identity, and the job it is running (read by the heartbeat thread)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from functools import cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings, get_settings
+from core.db import make_engine, make_sessionmaker
+from core.storage import ArtifactStore
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    pool: str
+    device: str
+    worker_id: str
+    current_job_id: str | None = None
+
+
+@cache
+def context() -> WorkerContext:
+    settings = get_settings()
+    pool, device = settings.worker_pool, settings.worker_device
+    return WorkerContext(
+        settings=settings,
+        sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
+        store=ArtifactStore(settings.resolved_storage_url, settings.data_dir / "cache"),
+        pool=pool,
+        device=device,
+        worker_id=f"{socket.gethostname()}/{pool}/{device}/{os.getpid()}",
+    )

@@ -1,0 +1,47 @@
+"""The one decorator every task goes through: a name from the enum, bounded
+retries on transient infrastructure errors only, no result, logging."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError
+
+from core.queues import TaskName
+
+log = logging.getLogger("stillhouse.worker")
+
+# Retried: the database or the broker blinked. Never retried: bad input
+# (DistillError), out-of-memory, bugs; those fail the job with a sentence.
+TRANSIENT = (OperationalError, BrokerError, ConnectionError)
+
+
+def stillhouse_task(
+    name: TaskName, *, max_retries: int, time_limit: int | None = None
+) -> Callable[[Callable[..., None]], Any]:
+    from workers.app import celery_app
+
+    def decorate(fn: Callable[..., None]) -> Any:
+        @functools.wraps(fn)
+        def logged(*args: Any) -> None:
+            log.info("task %s%s started", name.value, list(args))
+            fn(*args)
+            log.info("task %s%s done", name.value, list(args))
+
+        return celery_app.task(
+            name=name.value,
+            max_retries=max_retries,
+            autoretry_for=TRANSIENT,
+            retry_backoff=True,
+            retry_backoff_max=60,
+            ignore_result=True,
+            # Claims make every task idempotent, so a late ack is safe.
+            acks_late=True,
+            time_limit=time_limit,
+        )(logged)
+
+    return decorate
