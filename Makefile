@@ -1,0 +1,31 @@
+# Two commands set everything up:
+#   make run    the service on embedded defaults (SQLite, filesystem broker, ./var)
+#   make test   the whole test suite against this machine's PostgreSQL and Redis
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[worker,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/stillhouse dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_overhead.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,159 @@
+"""Fixtures that build real infrastructure: a fresh PostgreSQL database per
+test run (migrated by Alembic), a Redis key prefix per run, a real
+`stillhouse worker` process, and a tenant with its own API key per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from core.keys import create_key
+from core.migrate import upgrade
+from tests.digits import DigitsFiles, build_digits
+
+PG_ADMIN = os.environ.get("STILLHOUSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("STILLHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.exit(f"PostgreSQL is not reachable at {PG_ADMIN} ({exc}); start it (see .ci/run).", 2)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated database for this test run, dropped at the end."""
+    name = f"stillhouse_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    upgrade(url)
+    yield url
+    with _admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.exit(f"Redis is not reachable at {REDIS_URL} ({exc}); start it (see .ci/run).", 2)
+    prefix = f"stillhouse-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stillhouse-data")
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, redis_prefix: str, data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=pg_url,
+        broker_url=REDIS_URL,
+        broker_prefix=redis_prefix,
+        worker_heartbeat_s=1.0,
+        heartbeat_timeout_s=30.0,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "STILLHOUSE_DATA_DIR": str(settings.data_dir),
+        "STILLHOUSE_DATABASE_URL": settings.database_url,
+        "STILLHOUSE_BROKER_URL": settings.broker_url,
+        "STILLHOUSE_BROKER_PREFIX": settings.broker_prefix,
+        "STILLHOUSE_WORKER_HEARTBEAT_S": str(settings.worker_heartbeat_s),
+        "STILLHOUSE_HEARTBEAT_TIMEOUT_S": str(settings.heartbeat_timeout_s),
+    }
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `stillhouse worker` process serving the cpu pool."""
+    log = open(data_dir / "worker.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stillhouse.cli", "worker", "--pool", "cpu", "--device", "cpu"],
+        env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    _wait_for_worker(settings, process, data_dir / "worker.log")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def _wait_for_worker(settings: Settings, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    url = settings.resolved_database_url.replace("postgresql+psycopg://", "postgresql://")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with psycopg.connect(url) as conn:
+            if conn.execute("SELECT count(*) FROM workers").fetchone()[0] > 0:  # type: ignore[index]
+                return
+        time.sleep(0.3)
+    pytest.fail(f"the worker did not register within 90 s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    from service.main import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def new_tenant(settings: Settings) -> dict[str, str]:
+    key = create_key(settings, f"tenant-{uuid.uuid4().hex[:10]}")
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def auth(settings: Settings) -> dict[str, str]:
+    """Each test gets its own tenant, so no test sees another's rows."""
+    return new_tenant(settings)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> DigitsFiles:
+    return build_digits(tmp_path_factory.mktemp("digits"))
+
+
+def wait_for(client: TestClient, path: str, headers: dict[str, str], done: set[str],
+             timeout: float = 120.0, field: str = "status") -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body[field] in done:
+            return body
+        time.sleep(0.25)
+    raise AssertionError(f"{path} did not reach {done} within {timeout} s; last: {body}")

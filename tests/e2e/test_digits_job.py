@@ -1,0 +1,139 @@
+"""The whole path on the real stack: PostgreSQL, Redis, a worker process.
+Upload a teacher and digits through HTTP, distill, download the student and
+check it in ONNX Runtime against the figures the job reported."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import wait_for
+from tests.digits import DigitsFiles
+
+pytestmark = pytest.mark.usefixtures("worker")
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def upload(client: TestClient, auth: dict[str, str], kind: str, path: Any, **form: str) -> dict:
+    with open(path, "rb") as handle:
+        response = client.post(f"/v1/{kind}", headers=auth, files={"file": (path.name, handle)},
+                               data=form)
+    assert response.status_code == 201, response.text
+    return wait_for(client, f"/v1/{kind}/{response.json()['id']}", auth, {"ready", "invalid"})
+
+
+def upload_digits(client: TestClient, auth: dict[str, str], digits: DigitsFiles) -> dict[str, dict]:
+    return {
+        "teacher": upload(client, auth, "models", digits.teacher_onnx, name="digits-teacher"),
+        "train": upload(client, auth, "datasets", digits.train_npz, name="train"),
+        "val": upload(client, auth, "datasets", digits.val_npz, name="val"),
+        "transfer": upload(client, auth, "datasets", digits.transfer_npz, name="transfer"),
+    }
+
+
+def job_body(ids: dict[str, dict], **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": "mlp32-from-digits",
+        "teacher_model_id": ids["teacher"]["id"],
+        "student": {"architecture": "mlp", "params": {"hidden": [32]}},
+        "train_dataset_id": ids["train"]["id"],
+        "transfer_dataset_id": ids["transfer"]["id"],
+        "val_dataset_id": ids["val"]["id"],
+        "losses": [{"name": "kd", "weight": 0.9, "temperature": 4.0}, {"name": "ce", "weight": 0.1}],
+        "training": {"epochs": 30, "batch_size": 64, "lr": 0.003, "optimizer": "adam", "seed": 0},
+        "baseline": True,
+    }
+    body.update(overrides)
+    return body
+
+
+def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], digits: DigitsFiles):
+    ids = upload_digits(client, auth, digits)
+    assert ids["teacher"]["status"] == "ready", ids["teacher"]["error"]
+    assert ids["teacher"]["input_shape"] == [None, 64]
+    assert ids["teacher"]["output_shape"] == [None, 10]
+    assert ids["train"]["num_classes"] == 10 and ids["train"]["labeled"] is True
+    assert ids["transfer"]["labeled"] is False
+
+    response = client.post("/v1/jobs", headers=auth, json=job_body(ids))
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, FINISHED)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["epoch"] == 30
+    summary = job["summary"]
+    teacher_acc, student_acc = summary["teacher"]["accuracy"], summary["student"]["accuracy"]
+    assert abs(teacher_acc - digits.teacher_val_accuracy) < 1e-6
+    assert student_acc >= 0.95 * teacher_acc, summary
+    assert summary["baseline"] is not None and summary["compression_ratio"] > 10
+
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()
+    names = {m["name"] for m in metrics}
+    assert {"loss", "loss/kd", "loss/ce", "val_accuracy", "val_agreement"} <= names
+    assert {"baseline/loss", "baseline/val_accuracy"} <= names
+    assert sorted(m["epoch"] for m in metrics if m["name"] == "loss") == list(range(1, 31))
+
+    student = client.get(f"/v1/models/{job['student_model_id']}", headers=auth).json()
+    assert student["status"] == "ready" and student["formats"] == ["onnx", "safetensors"]
+    onnx_bytes = client.get(f"/v1/models/{student['id']}/file?format=onnx", headers=auth)
+    assert onnx_bytes.status_code == 200
+    session = ort.InferenceSession(onnx_bytes.content, providers=["CPUExecutionProvider"])
+    val = np.load(digits.val_npz)
+    logits = session.run(None, {session.get_inputs()[0].name: val["x"]})[0]
+    onnx_acc = float((logits.argmax(1) == val["y"]).mean())
+    assert abs(onnx_acc - student_acc) <= 0.005, (onnx_acc, student_acc)
+
+    weights = client.get(f"/v1/models/{student['id']}/file?format=safetensors", headers=auth)
+    assert weights.status_code == 200 and len(weights.content) == student["size_bytes"]
+
+
+def test_cancel_stops_a_running_job(client: TestClient, auth: dict[str, str], digits: DigitsFiles):
+    ids = upload_digits(client, auth, digits)
+    body = job_body(ids, name="long", baseline=False,
+                    training={"epochs": 1000, "batch_size": 16, "lr": 0.001})
+    job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
+    wait_for(client, f"/v1/jobs/{job_id}", auth, {"training"}, field="stage")
+    asked = time.monotonic()
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert response.status_code == 200 and response.json()["cancel_requested"] is True
+    job = wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED, timeout=30)
+    assert job["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
+    assert job["epoch"] < 1000
+    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert again.status_code == 200  # cancelling a cancelled job is a no-op, not an error
+
+
+def test_duplicate_message_is_a_no_op(client: TestClient, auth: dict[str, str],
+                                      digits: DigitsFiles, settings):
+    from core.broker import make_celery
+
+    ids = upload_digits(client, auth, digits)
+    body = job_body(ids, name="short", baseline=False, training={"epochs": 2})
+    job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
+    job = wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED)
+    assert job["status"] == "succeeded"
+    celery = make_celery(settings)
+    for stage in ("teacher_inference", "training"):
+        celery.send_task("stillhouse.run_stage", args=[job_id, stage], queue="cpu")
+    # A marker task behind the duplicates: once it is done, they have been consumed.
+    marker = client.post("/v1/datasets", headers=auth,
+                         files={"file": ("m.npz", _npz(x=np.zeros((2, 3), np.float32)))})
+    wait_for(client, f"/v1/datasets/{marker.json()['id']}", auth, {"ready"})
+    after = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert after["status"] == "succeeded" and after["attempt"] == job["attempt"]
+    assert after["student_model_id"] == job["student_model_id"]
+    models = client.get("/v1/models", headers=auth).json()["items"]
+    assert sum(m["source_job_id"] == job_id for m in models) == 1
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
