@@ -1,0 +1,106 @@
+"""A job that cannot run is refused at submission with a sentence (422)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from core.db import make_engine, make_sessionmaker
+from core.models import Dataset
+from tests.conftest import wait_for
+from tests.digits import DigitsFiles
+from tests.e2e.test_digits_job import job_body, upload
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def _npz_dataset(client: TestClient, auth: dict[str, str], **arrays: np.ndarray) -> dict:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    created = client.post("/v1/datasets", headers=auth, files={"file": ("d.npz", buffer.getvalue())})
+    return wait_for(client, f"/v1/datasets/{created.json()['id']}", auth, {"ready", "invalid"})
+
+
+@pytest.fixture
+def ids(client: TestClient, auth: dict[str, str], digits: DigitsFiles) -> dict[str, dict]:
+    return {
+        "teacher": upload(client, auth, "models", digits.teacher_onnx),
+        "train": upload(client, auth, "datasets", digits.train_npz),
+        "val": upload(client, auth, "datasets", digits.val_npz),
+        "transfer": upload(client, auth, "datasets", digits.transfer_npz),
+    }
+
+
+def _refused(client: TestClient, auth: dict[str, str], body: dict[str, Any], *needles: str) -> None:
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert response.json()["error"] == "invalid_request"
+    for needle in needles:
+        assert needle in detail, detail
+    assert client.get("/v1/jobs", headers=auth).json()["items"] == []
+
+
+def test_teacher_width_must_cover_the_labels(client, auth, ids) -> None:
+    wide = _npz_dataset(client, auth, x=np.zeros((20, 64), np.float32),
+                        y=np.arange(20) % 12)
+    _refused(client, auth, job_body(ids, train_dataset_id=wide["id"]),
+             "teacher outputs 10 classes", "labels up to 11")
+
+
+def test_sample_shape_must_fit_the_teacher(client, auth, ids) -> None:
+    narrow = _npz_dataset(client, auth, x=np.zeros((20, 32), np.float32), y=np.arange(20) % 10)
+    body = job_body(ids, train_dataset_id=narrow["id"], val_dataset_id=None,
+                    transfer_dataset_id=None)
+    _refused(client, auth, body, "64 input features", "32")
+
+
+def test_dataset_not_ready_or_invalid(client, auth, ids, settings: Settings) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    with make_sessionmaker(engine).begin() as session:
+        tenant_id = session.get(Dataset, ids["train"]["id"]).tenant_id
+        pending = Dataset(tenant_id=tenant_id, name="p", format="npz", sha256="0" * 64,
+                          size_bytes=1, storage_key="blobs/none")
+        session.add(pending)
+    engine.dispose()
+    _refused(client, auth, job_body(ids, val_dataset_id=pending.id), "still being inspected")
+    broken = _npz_dataset(client, auth, x=np.array([[np.inf]], np.float32))
+    _refused(client, auth, job_body(ids, val_dataset_id=broken["id"]), "is invalid")
+
+
+def test_out_of_range_hyperparameters(client, auth, ids) -> None:
+    _refused(client, auth, job_body(ids, training={"epochs": 0}), "training.epochs")
+    _refused(client, auth, job_body(ids, training={"lr": -1}), "training.lr")
+    _refused(client, auth, job_body(ids, training={"batch_size": 10**7}), "training.batch_size")
+    _refused(client, auth, job_body(ids, training={"optimizer": "lion"}), "training.optimizer")
+    _refused(client, auth, job_body(ids, training={"epochs": 10**6}), "training.epochs")
+
+
+def test_losses_and_students_are_checked(client, auth, ids) -> None:
+    _refused(client, auth, job_body(ids, losses=[{"name": "alpha", "weight": 1}]),
+             "unknown loss 'alpha'", "kd")
+    _refused(client, auth, job_body(ids, losses=[{"name": "kd", "weight": 0}]), "weight above 0")
+    _refused(client, auth, job_body(ids, losses=[{"name": "ce", "weight": 1, "temperature": 2}]),
+             "takes no temperature")
+    _refused(client, auth, job_body(ids, student={"architecture": "vit"}), "unknown student")
+    _refused(client, auth, job_body(ids, train_dataset_id=ids["transfer"]["id"]),
+             "Loss 'ce' needs ground-truth labels")
+    _refused(client, auth, job_body(ids, teacher_model_id="missing"), "teacher model 'missing'")
+
+
+def test_unlabeled_train_set_with_kd_only_is_accepted(client, auth, ids) -> None:
+    body = job_body(ids, train_dataset_id=ids["transfer"]["id"], transfer_dataset_id=None,
+                    losses=[{"name": "kd", "weight": 1.0, "temperature": 2.0}],
+                    training={"epochs": 20, "batch_size": 64}, baseline=True)
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 202, response.text
+    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth,
+                   {"succeeded", "failed", "cancelled"})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["summary"]["baseline"] is None  # a no-KD baseline needs labels
+    assert job["summary"]["student"]["accuracy"] > 0.8
