@@ -80,18 +80,18 @@ class Settings(BaseSettings):
 def sync_database_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     if url.startswith("sqlite+aiosqlite://"):
-        return "sqlite://" + url[len("sqlite+aiosqlite://"):]
+        return "sqlite://" + url[len("sqlite+aiosqlite://") :]
     return url
 
 
 def async_database_url(url: str) -> str:
     url = sync_database_url(url)
     if url.startswith("postgresql+psycopg://"):
-        return "postgresql+asyncpg://" + url[len("postgresql+psycopg://"):]
+        return "postgresql+asyncpg://" + url[len("postgresql+psycopg://") :]
     if url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     return url
 
 

@@ -21,10 +21,18 @@ def create_key(settings: Settings, tenant: str, name: str = "", key: str | None 
                 row = Tenant(name=tenant)
                 session.add(row)
                 session.flush()
-            exists = session.scalar(select(ApiKey.tenant_id).where(ApiKey.key_hash == hash_key(key)))
+            exists = session.scalar(
+                select(ApiKey.tenant_id).where(ApiKey.key_hash == hash_key(key))
+            )
             if exists is None:
-                session.add(ApiKey(tenant_id=row.id, key_hash=hash_key(key),
-                                   prefix=display_prefix(key), name=name))
+                session.add(
+                    ApiKey(
+                        tenant_id=row.id,
+                        key_hash=hash_key(key),
+                        prefix=display_prefix(key),
+                        name=name,
+                    )
+                )
             elif exists != row.id:
                 raise ValueError("that key already belongs to another tenant")
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Delete, Select, Update, and_, delete, or_, select, update
 
-from core.models import ApiKey, Dataset, Job, Metric, Model, Tenant, Worker, utcnow
+from core.models import ApiKey, Job, Metric, Tenant, Worker, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, Pool
 
 
@@ -25,7 +25,9 @@ def owned(entity: Any, tenant_id: str, entity_id: str) -> Select[Any]:
     return select(entity).where(entity.id == entity_id, entity.tenant_id == tenant_id)
 
 
-def page(entity: Any, tenant_id: str, limit: int, after: tuple[datetime, str] | None) -> Select[Any]:
+def page(
+    entity: Any, tenant_id: str, limit: int, after: tuple[datetime, str] | None
+) -> Select[Any]:
     """Newest first; `after` is the (created_at, id) of the last row already seen."""
     query = select(entity).where(entity.tenant_id == tenant_id)
     if after is not None:

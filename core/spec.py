@@ -76,7 +76,9 @@ class PlacementSpec(BaseModel):
     @classmethod
     def _pool(cls, value: str) -> str:
         if value != "auto" and not POOL_NAME.match(value):
-            raise ValueError(f"'{value}' is not a pool name (lowercase letters, digits, '-', '_', '.')")
+            raise ValueError(
+                f"'{value}' is not a pool name (lowercase letters, digits, '-', '_', '.')"
+            )
         return value
 
 

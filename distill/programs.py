@@ -16,7 +16,9 @@ from distill.teachers import ModelInfo
 PROBE_BATCH = 2
 
 
-def load_program(path: str | os.PathLike[str], fmt: str, device: str = "cpu") -> Callable[..., torch.Tensor]:
+def load_program(
+    path: str | os.PathLike[str], fmt: str, device: str = "cpu"
+) -> Callable[..., torch.Tensor]:
     try:
         if fmt == "torchscript":
             module = torch.jit.load(os.fspath(path), map_location=device)

@@ -48,7 +48,9 @@ async def get_tenant_id(
         async with state.sessions() as session:
             tenant_id = await session.scalar(repository.tenant_id_for_key(key_hash))
         if tenant_id is None:
-            raise Unauthorized("This API key is not valid; create one with 'stillhouse keys create'.")
+            raise Unauthorized(
+                "This API key is not valid; create one with 'stillhouse keys create'."
+            )
         state.keys.put(key_hash, tenant_id)
     return tenant_id
 

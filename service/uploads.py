@@ -38,7 +38,11 @@ class UploadLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in UPLOAD_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -1,10 +1,10 @@
 """The `stillhouse` command.
 
-    stillhouse dev                       # embedded defaults: migrate, API + one CPU worker
-    stillhouse api [--host H --port P]   # the gateway alone
-    stillhouse worker --pool cpu --device cpu
-    stillhouse migrate                   # alembic upgrade head
-    stillhouse keys create [--tenant NAME]
+stillhouse dev                       # embedded defaults: migrate, API + one CPU worker
+stillhouse api [--host H --port P]   # the gateway alone
+stillhouse worker --pool cpu --device cpu
+stillhouse migrate                   # alembic upgrade head
+stillhouse keys create [--tenant NAME]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from core.config import get_settings
 
@@ -69,11 +68,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     # solo pool: one process, one task at a time, and CUDA is never initialised
     # in a parent that forks (DESIGN.md section 4).
-    celery_app.worker_main([
-        "worker", "--queues", args.pool, "--pool", "solo", "--concurrency", "1",
-        "--hostname", f"{args.pool}-{args.device.replace(':', '')}-{os.getpid()}@%h",
-        "--loglevel", args.log_level.upper(), "--without-gossip", "--without-mingle",
-    ])
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues",
+            args.pool,
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"{args.pool}-{args.device.replace(':', '')}-{os.getpid()}@%h",
+            "--loglevel",
+            args.log_level.upper(),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -94,7 +105,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     _wait_ready(url, children)
     print(f"\nStillhouse is running at {url}  (dashboard: {url}/, API docs: {url}/docs)")
     print(f"API key: {key}")
-    print(f'  export STILLHOUSE_URL={url} STILLHOUSE_KEY={key}\nCtrl-C stops it.', flush=True)
+    print(f"  export STILLHOUSE_URL={url} STILLHOUSE_KEY={key}\nCtrl-C stops it.", flush=True)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -136,10 +147,13 @@ def _redacted(url: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stillhouse", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stillhouse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("dev", help="migrate and run the API plus one CPU worker").set_defaults(fn=cmd_dev)
+    sub.add_parser("dev", help="migrate and run the API plus one CPU worker").set_defaults(
+        fn=cmd_dev
+    )
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     api = sub.add_parser("api", help="run the HTTP gateway")
     api.add_argument("--host")
@@ -151,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", default="cpu")
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(fn=cmd_worker)
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
     create = keys.add_parser("create", help="create an API key (printed once)")
     create.add_argument("--tenant", default="default")
     create.add_argument("--name", default="")

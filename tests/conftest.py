@@ -31,7 +31,9 @@ def _admin() -> psycopg.Connection:
     try:
         return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.exit(f"PostgreSQL is not reachable at {PG_ADMIN} ({exc}); start it (see .ci/run).", 2)
+        pytest.exit(
+            f"PostgreSQL is not reachable at {PG_ADMIN} ({exc}); start it (see .ci/run).", 2
+        )
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +98,10 @@ def worker(settings: Settings, data_dir: Path) -> Iterator[subprocess.Popen[byte
     log = open(data_dir / "worker.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "stillhouse.cli", "worker", "--pool", "cpu", "--device", "cpu"],
-        env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        env=settings_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     _wait_for_worker(settings, process, data_dir / "worker.log")
     yield process
@@ -145,8 +150,14 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> DigitsFiles:
     return build_digits(tmp_path_factory.mktemp("digits"))
 
 
-def wait_for(client: TestClient, path: str, headers: dict[str, str], done: set[str],
-             timeout: float = 120.0, field: str = "status") -> dict:
+def wait_for(
+    client: TestClient,
+    path: str,
+    headers: dict[str, str],
+    done: set[str],
+    timeout: float = 120.0,
+    field: str = "status",
+) -> dict:
     deadline = time.monotonic() + timeout
     body: dict = {}
     while time.monotonic() < deadline:

@@ -32,7 +32,10 @@ def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
 
     torch.manual_seed(seed)
     teacher = torch.nn.Sequential(
-        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        torch.nn.Linear(64, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
         torch.nn.Linear(256, 10),
     )
     optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
@@ -55,8 +58,12 @@ def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
         teacher_val_accuracy=float(accuracy),
     )
     torch.onnx.export(
-        teacher, (torch.zeros(1, 64),), str(files.teacher_onnx), input_names=["input"],
-        output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        teacher,
+        (torch.zeros(1, 64),),
+        str(files.teacher_onnx),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         dynamo=False,
     )
     np.savez(files.train_npz, x=x[labeled], y=y[labeled])

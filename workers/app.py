@@ -1,7 +1,7 @@
 """The Celery application the workers run.
 
-    stillhouse worker --pool cpu --device cpu
-    # which runs: celery -A workers.app worker -Q cpu --pool solo --concurrency 1
+stillhouse worker --pool cpu --device cpu
+# which runs: celery -A workers.app worker -Q cpu --pool solo --concurrency 1
 """
 
 from __future__ import annotations

@@ -46,8 +46,11 @@ def versions() -> dict[str, str]:
     import onnxruntime
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def beat(ctx: WorkerContext, facts: dict[str, Any]) -> None:
@@ -55,8 +58,14 @@ def beat(ctx: WorkerContext, facts: dict[str, Any]) -> None:
     with ctx.sessions.begin() as session:
         row = session.get(Worker, ctx.worker_id)
         if row is None:
-            row = Worker(id=ctx.worker_id, hostname=socket.gethostname(), pool=ctx.pool,
-                         device=ctx.device, started_at=now, versions=facts["versions"])
+            row = Worker(
+                id=ctx.worker_id,
+                hostname=socket.gethostname(),
+                pool=ctx.pool,
+                device=ctx.device,
+                started_at=now,
+                versions=facts["versions"],
+            )
             session.add(row)
         row.device_name = facts.get("device_name")
         row.memory_bytes = facts.get("memory_bytes")
@@ -73,13 +82,15 @@ def reap(ctx: WorkerContext) -> None:
     resend: list[tuple[str, str, str]] = []
     with ctx.sessions.begin() as session:
         stale = session.scalars(
-            repository.stale_running_jobs(utcnow(), ctx.settings.heartbeat_timeout_s)
-            .with_for_update(skip_locked=True)
+            repository.stale_running_jobs(
+                utcnow(), ctx.settings.heartbeat_timeout_s
+            ).with_for_update(skip_locked=True)
         )
         for job in stale:
             if job.attempt < ctx.settings.max_attempts and job.stage and job.queued_stage is None:
                 placement = job.spec.get("placement", {}).get(
-                    "teacher" if job.stage == "teacher_inference" else "student", "auto")
+                    "teacher" if job.stage == "teacher_inference" else "student", "auto"
+                )
                 pool = repository.resolve_pool(placement, live_gpu_workers(ctx))
                 job.queued_stage, job.queued_pool, job.heartbeat_at = job.stage, pool, utcnow()
                 resend.append((job.id, job.stage, pool))

@@ -13,9 +13,9 @@ from core.queues import ResourceStatus, TaskName
 from distill.data import inspect_npz
 from distill.errors import DistillError
 from distill.export import inspect_safetensors, read_student_spec
+from distill.programs import inspect_torch_program
 from distill.teachers import inspect_onnx
 from workers.context import context
-from distill.programs import inspect_torch_program
 from workers.task import stillhouse_task
 
 log = logging.getLogger("stillhouse.worker")
@@ -70,7 +70,9 @@ def inspect_model(model_id: str) -> None:
         _finish(Model, model_id, status=ResourceStatus.INVALID.value, error=str(exc))
         return
     except Exception as exc:
-        _finish(Model, model_id, status=ResourceStatus.INVALID.value, error=_unexpected("model", exc))
+        _finish(
+            Model, model_id, status=ResourceStatus.INVALID.value, error=_unexpected("model", exc)
+        )
         return
     _finish(
         Model,

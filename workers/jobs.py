@@ -53,7 +53,9 @@ def live_gpu_workers(ctx: WorkerContext) -> int:
         return int(session.scalar(select(func.count()).select_from(live.subquery())) or 0)
 
 
-def advance(ctx: WorkerContext, job_id: str, next_stage: Stage, placement: str, progress: float) -> None:
+def advance(
+    ctx: WorkerContext, job_id: str, next_stage: Stage, placement: str, progress: float
+) -> None:
     """Hand the job to its next stage: commit the row, then send the message."""
     from workers.app import celery_app
 
@@ -76,8 +78,13 @@ def set_stage(ctx: WorkerContext, job_id: str, stage: Stage, progress: float | N
 
 
 def record_epoch(
-    ctx: WorkerContext, job_id: str, epoch: int, step: int, values: dict[str, float],
-    progress: float, prefix: str = "",
+    ctx: WorkerContext,
+    job_id: str,
+    epoch: int,
+    step: int,
+    values: dict[str, float],
+    progress: float,
+    prefix: str = "",
 ) -> None:
     """One transaction per epoch: the metric rows and the job's progress."""
     with ctx.sessions.begin() as session:

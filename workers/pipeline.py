@@ -42,15 +42,27 @@ def run_stage(job_id: str, stage: str) -> None:
     except DistillError as exc:
         finish(ctx, job_id, JobStatus.FAILED, error=str(exc))
     except MemoryError:
-        finish(ctx, job_id, JobStatus.FAILED, error=(
-            f"The worker ran out of memory in stage {stage}; use a smaller batch size or "
-            "student, or place the stage on a pool with more memory."))
+        finish(
+            ctx,
+            job_id,
+            JobStatus.FAILED,
+            error=(
+                f"The worker ran out of memory in stage {stage}; use a smaller batch size or "
+                "student, or place the stage on a pool with more memory."
+            ),
+        )
     except TRANSIENT:
         raise  # the database or broker blinked: the reaper re-queues the stage
     except Exception as exc:
         log.exception("job %s: stage %s failed", job_id, stage)
-        finish(ctx, job_id, JobStatus.FAILED, error=(
-            f"Stillhouse hit an internal error in stage {stage} ({type(exc).__name__}: {exc}); "
-            "it has been logged."))
+        finish(
+            ctx,
+            job_id,
+            JobStatus.FAILED,
+            error=(
+                f"Stillhouse hit an internal error in stage {stage} ({type(exc).__name__}: {exc}); "
+                "it has been logged."
+            ),
+        )
     finally:
         ctx.current_job_id = None

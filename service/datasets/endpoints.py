@@ -10,8 +10,8 @@ from sqlalchemy import select
 from core import repository
 from core.models import Dataset, Job
 from core.queues import ACTIVE_JOB_STATUSES, Pool, ResourceStatus, TaskName
-from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.datasets.schemas import DatasetPublic
+from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound, UnsupportedMediaType
 from service.schemas import Page, paginate
 from service.uploads import store_upload

@@ -73,8 +73,11 @@ async def readyz(state: StateDep) -> JSONResponse:
     except Exception as exc:
         checks["broker"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks,
-            "time": datetime.now(UTC).isoformat()}
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "checks": checks,
+        "time": datetime.now(UTC).isoformat(),
+    }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import repository
 from core.config import Settings
-from core.models import Dataset, Job, Model, Worker, utcnow
+from core.models import Dataset, Job, Model, utcnow
 from core.queues import JobStatus, Pool, ResourceStatus, Stage
 from core.spec import JobCreate
 from service.errors import Unprocessable

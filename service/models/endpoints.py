@@ -82,7 +82,9 @@ async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> Resp
     )
     for spec in active:
         if model_id in (spec.get("teacher_model_id"), spec.get("student", {}).get("model_id")):
-            raise Conflict("A queued or running job uses this model; cancel it or wait, then delete.")
+            raise Conflict(
+                "A queued or running job uses this model; cancel it or wait, then delete."
+            )
     # Blobs are content-addressed and may back other rows: only the row goes.
     await uow.session.execute(repository.delete_owned(Model, tenant_id, model_id))
     await uow.commit()

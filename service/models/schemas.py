@@ -46,7 +46,9 @@ class ZooSpec(BaseModel):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in STUDENT_ARCHITECTURES:
-            raise ValueError(f"unknown architecture '{value}'; valid: {', '.join(STUDENT_ARCHITECTURES)}")
+            raise ValueError(
+                f"unknown architecture '{value}'; valid: {', '.join(STUDENT_ARCHITECTURES)}"
+            )
         return value
 
     @field_validator("input_shape")

@@ -17,8 +17,13 @@ def test_second_claim_of_a_stage_does_nothing(settings: Settings) -> None:
             tenant = Tenant(name=f"claim-{id(session)}")
             session.add(tenant)
             session.flush()
-            job = Job(tenant_id=tenant.id, name="j", spec={},
-                      queued_stage=Stage.TEACHER_INFERENCE.value, queued_pool="cpu")
+            job = Job(
+                tenant_id=tenant.id,
+                name="j",
+                spec={},
+                queued_stage=Stage.TEACHER_INFERENCE.value,
+                queued_pool="cpu",
+            )
             session.add(job)
         stage = Stage.TEACHER_INFERENCE.value
         with sessions.begin() as session:
@@ -29,6 +34,11 @@ def test_second_claim_of_a_stage_does_nothing(settings: Settings) -> None:
         with sessions() as session:
             row = session.get(Job, job.id)
             assert row is not None
-            assert (row.status, row.stage, row.worker_id, row.attempt) == ("running", stage, "w1", 1)
+            assert (row.status, row.stage, row.worker_id, row.attempt) == (
+                "running",
+                stage,
+                "w1",
+                1,
+            )
     finally:
         engine.dispose()

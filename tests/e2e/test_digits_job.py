@@ -22,8 +22,9 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 def upload(client: TestClient, auth: dict[str, str], kind: str, path: Any, **form: str) -> dict:
     with open(path, "rb") as handle:
-        response = client.post(f"/v1/{kind}", headers=auth, files={"file": (path.name, handle)},
-                               data=form)
+        response = client.post(
+            f"/v1/{kind}", headers=auth, files={"file": (path.name, handle)}, data=form
+        )
     assert response.status_code == 201, response.text
     return wait_for(client, f"/v1/{kind}/{response.json()['id']}", auth, {"ready", "invalid"})
 
@@ -45,7 +46,10 @@ def job_body(ids: dict[str, dict], **overrides: Any) -> dict[str, Any]:
         "train_dataset_id": ids["train"]["id"],
         "transfer_dataset_id": ids["transfer"]["id"],
         "val_dataset_id": ids["val"]["id"],
-        "losses": [{"name": "kd", "weight": 0.9, "temperature": 4.0}, {"name": "ce", "weight": 0.1}],
+        "losses": [
+            {"name": "kd", "weight": 0.9, "temperature": 4.0},
+            {"name": "ce", "weight": 0.1},
+        ],
         "training": {"epochs": 30, "batch_size": 64, "lr": 0.003, "optimizer": "adam", "seed": 0},
         "baseline": True,
     }
@@ -95,8 +99,9 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
 
 def test_cancel_stops_a_running_job(client: TestClient, auth: dict[str, str], digits: DigitsFiles):
     ids = upload_digits(client, auth, digits)
-    body = job_body(ids, name="long", baseline=False,
-                    training={"epochs": 1000, "batch_size": 16, "lr": 0.001})
+    body = job_body(
+        ids, name="long", baseline=False, training={"epochs": 1000, "batch_size": 16, "lr": 0.001}
+    )
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
     wait_for(client, f"/v1/jobs/{job_id}", auth, {"training"}, field="stage")
     asked = time.monotonic()
@@ -110,8 +115,9 @@ def test_cancel_stops_a_running_job(client: TestClient, auth: dict[str, str], di
     assert again.status_code == 200  # cancelling a cancelled job is a no-op, not an error
 
 
-def test_duplicate_message_is_a_no_op(client: TestClient, auth: dict[str, str],
-                                      digits: DigitsFiles, settings):
+def test_duplicate_message_is_a_no_op(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings
+):
     from core.broker import make_celery
 
     ids = upload_digits(client, auth, digits)
@@ -123,8 +129,11 @@ def test_duplicate_message_is_a_no_op(client: TestClient, auth: dict[str, str],
     for stage in ("teacher_inference", "training"):
         celery.send_task("stillhouse.run_stage", args=[job_id, stage], queue="cpu")
     # A marker task behind the duplicates: once it is done, they have been consumed.
-    marker = client.post("/v1/datasets", headers=auth,
-                         files={"file": ("m.npz", _npz(x=np.zeros((2, 3), np.float32)))})
+    marker = client.post(
+        "/v1/datasets",
+        headers=auth,
+        files={"file": ("m.npz", _npz(x=np.zeros((2, 3), np.float32)))},
+    )
     wait_for(client, f"/v1/datasets/{marker.json()['id']}", auth, {"ready"})
     after = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
     assert after["status"] == "succeeded" and after["attempt"] == job["attempt"]

@@ -33,13 +33,20 @@ def _free_port() -> int:
 def embedded(tmp_path: Path) -> Iterator[httpx.Client]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
-    env.update(STILLHOUSE_DATA_DIR=str(tmp_path / "var"), STILLHOUSE_PORT=str(port),
-               STILLHOUSE_API_KEY=KEY)
+    env.update(
+        STILLHOUSE_DATA_DIR=str(tmp_path / "var"), STILLHOUSE_PORT=str(port), STILLHOUSE_API_KEY=KEY
+    )
     log = open(tmp_path / "dev.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "stillhouse.cli", "dev"], env=env, cwd=ROOT,
-                               stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stillhouse.cli", "dev"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    )
     try:
         deadline = time.monotonic() + 90
         while b"API key: " + KEY.encode() not in (tmp_path / "dev.log").read_bytes():
@@ -82,17 +89,24 @@ def test_embedded_defaults_distill_end_to_end(embedded: httpx.Client, digits: Di
     val = _upload(embedded, "datasets", digits.val_npz)
     assert (teacher["status"], train["status"], val["status"]) == ("ready", "ready", "ready")
     body = {
-        "name": "embedded", "teacher_model_id": teacher["id"],
+        "name": "embedded",
+        "teacher_model_id": teacher["id"],
         "student": {"architecture": "cnn1d", "params": {"channels": 8}},
-        "train_dataset_id": train["id"], "val_dataset_id": val["id"],
-        "losses": [{"name": "kd", "weight": 0.9, "temperature": 4.0}, {"name": "ce", "weight": 0.1}],
+        "train_dataset_id": train["id"],
+        "val_dataset_id": val["id"],
+        "losses": [
+            {"name": "kd", "weight": 0.9, "temperature": 4.0},
+            {"name": "ce", "weight": 0.1},
+        ],
         "training": {"epochs": 8, "batch_size": 64, "lr": 0.01},
     }
     created = embedded.post("/v1/jobs", json=body)
     assert created.status_code == 202, created.text
     job = _wait(embedded, f"/v1/jobs/{created.json()['id']}", {"succeeded", "failed", "cancelled"})
     assert job["status"] == "succeeded", job["error"]
-    onnx_file = embedded.get(f"/v1/models/{job['student_model_id']}/file", params={"format": "onnx"})
+    onnx_file = embedded.get(
+        f"/v1/models/{job['student_model_id']}/file", params={"format": "onnx"}
+    )
     assert onnx_file.status_code == 200
     session = ort.InferenceSession(onnx_file.content, providers=["CPUExecutionProvider"])
     data = np.load(digits.val_npz)

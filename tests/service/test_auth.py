@@ -42,8 +42,13 @@ def test_tenants_see_only_their_own_resources(client: TestClient, settings: Sett
     assert client.get(f"/v1/jobs/{dataset_id}", headers=bob).status_code == 404
     assert client.get(f"/v1/models/{dataset_id}/file", headers=bob).status_code == 404
     # Bob cannot start a job on Alice's data either.
-    job = {"name": "x", "teacher_model_id": "nope", "student": {"architecture": "mlp"},
-           "train_dataset_id": dataset_id, "losses": [{"name": "kd", "weight": 1.0}]}
+    job = {
+        "name": "x",
+        "teacher_model_id": "nope",
+        "student": {"architecture": "mlp"},
+        "train_dataset_id": dataset_id,
+        "losses": [{"name": "kd", "weight": 1.0}],
+    }
     assert client.post("/v1/jobs", headers=bob, json=job).status_code == 422
     assert client.delete(f"/v1/datasets/{dataset_id}", headers=alice).status_code == 204
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.usefixtures("worker")
 def _npz_dataset(client: TestClient, auth: dict[str, str], **arrays: np.ndarray) -> dict:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    created = client.post("/v1/datasets", headers=auth, files={"file": ("d.npz", buffer.getvalue())})
+    created = client.post(
+        "/v1/datasets", headers=auth, files={"file": ("d.npz", buffer.getvalue())}
+    )
     return wait_for(client, f"/v1/datasets/{created.json()['id']}", auth, {"ready", "invalid"})
 
 
@@ -47,16 +49,21 @@ def _refused(client: TestClient, auth: dict[str, str], body: dict[str, Any], *ne
 
 
 def test_teacher_width_must_cover_the_labels(client, auth, ids) -> None:
-    wide = _npz_dataset(client, auth, x=np.zeros((20, 64), np.float32),
-                        y=np.arange(20) % 12)
-    _refused(client, auth, job_body(ids, train_dataset_id=wide["id"]),
-             "teacher outputs 10 classes", "labels up to 11")
+    wide = _npz_dataset(client, auth, x=np.zeros((20, 64), np.float32), y=np.arange(20) % 12)
+    _refused(
+        client,
+        auth,
+        job_body(ids, train_dataset_id=wide["id"]),
+        "teacher outputs 10 classes",
+        "labels up to 11",
+    )
 
 
 def test_sample_shape_must_fit_the_teacher(client, auth, ids) -> None:
     narrow = _npz_dataset(client, auth, x=np.zeros((20, 32), np.float32), y=np.arange(20) % 10)
-    body = job_body(ids, train_dataset_id=narrow["id"], val_dataset_id=None,
-                    transfer_dataset_id=None)
+    body = job_body(
+        ids, train_dataset_id=narrow["id"], val_dataset_id=None, transfer_dataset_id=None
+    )
     _refused(client, auth, body, "64 input features", "32")
 
 
@@ -64,8 +71,14 @@ def test_dataset_not_ready_or_invalid(client, auth, ids, settings: Settings) -> 
     engine = make_engine(settings.resolved_database_url)
     with make_sessionmaker(engine).begin() as session:
         tenant_id = session.get(Dataset, ids["train"]["id"]).tenant_id
-        pending = Dataset(tenant_id=tenant_id, name="p", format="npz", sha256="0" * 64,
-                          size_bytes=1, storage_key="blobs/none")
+        pending = Dataset(
+            tenant_id=tenant_id,
+            name="p",
+            format="npz",
+            sha256="0" * 64,
+            size_bytes=1,
+            storage_key="blobs/none",
+        )
         session.add(pending)
     engine.dispose()
     _refused(client, auth, job_body(ids, val_dataset_id=pending.id), "still being inspected")
@@ -82,25 +95,44 @@ def test_out_of_range_hyperparameters(client, auth, ids) -> None:
 
 
 def test_losses_and_students_are_checked(client, auth, ids) -> None:
-    _refused(client, auth, job_body(ids, losses=[{"name": "alpha", "weight": 1}]),
-             "unknown loss 'alpha'", "kd")
+    _refused(
+        client,
+        auth,
+        job_body(ids, losses=[{"name": "alpha", "weight": 1}]),
+        "unknown loss 'alpha'",
+        "kd",
+    )
     _refused(client, auth, job_body(ids, losses=[{"name": "kd", "weight": 0}]), "weight above 0")
-    _refused(client, auth, job_body(ids, losses=[{"name": "ce", "weight": 1, "temperature": 2}]),
-             "takes no temperature")
+    _refused(
+        client,
+        auth,
+        job_body(ids, losses=[{"name": "ce", "weight": 1, "temperature": 2}]),
+        "takes no temperature",
+    )
     _refused(client, auth, job_body(ids, student={"architecture": "vit"}), "unknown student")
-    _refused(client, auth, job_body(ids, train_dataset_id=ids["transfer"]["id"]),
-             "Loss 'ce' needs ground-truth labels")
+    _refused(
+        client,
+        auth,
+        job_body(ids, train_dataset_id=ids["transfer"]["id"]),
+        "Loss 'ce' needs ground-truth labels",
+    )
     _refused(client, auth, job_body(ids, teacher_model_id="missing"), "teacher model 'missing'")
 
 
 def test_unlabeled_train_set_with_kd_only_is_accepted(client, auth, ids) -> None:
-    body = job_body(ids, train_dataset_id=ids["transfer"]["id"], transfer_dataset_id=None,
-                    losses=[{"name": "kd", "weight": 1.0, "temperature": 2.0}],
-                    training={"epochs": 20, "batch_size": 64}, baseline=True)
+    body = job_body(
+        ids,
+        train_dataset_id=ids["transfer"]["id"],
+        transfer_dataset_id=None,
+        losses=[{"name": "kd", "weight": 1.0, "temperature": 2.0}],
+        training={"epochs": 20, "batch_size": 64},
+        baseline=True,
+    )
     response = client.post("/v1/jobs", headers=auth, json=body)
     assert response.status_code == 202, response.text
-    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth,
-                   {"succeeded", "failed", "cancelled"})
+    job = wait_for(
+        client, f"/v1/jobs/{response.json()['id']}", auth, {"succeeded", "failed", "cancelled"}
+    )
     assert job["status"] == "succeeded", job["error"]
     assert job["summary"]["baseline"] is None  # a no-KD baseline needs labels
     assert job["summary"]["student"]["accuracy"] > 0.8

@@ -32,13 +32,18 @@ def _zip(names: list[str]) -> bytes:
     [
         ("model.pkl", b"\x80\x04K\x01.", "Pickle"),
         ("model.pt", _zip(["archive/data.pkl", "archive/version"]), "Pickle"),
-        ("model.pt", _zip(["m/code/__torch__/m.py", "m/constants.pkl", "m/data.pkl"]), "TorchScript"),
+        (
+            "model.pt",
+            _zip(["m/code/__torch__/m.py", "m/constants.pkl", "m/data.pkl"]),
+            "TorchScript",
+        ),
         ("model.pt2", _zip(["archive_format", "models/m.json"]), "TorchScript"),
         ("model.h5", b"\x89HDF", "cannot read"),
     ],
 )
-def test_refused_model_formats(client: TestClient, auth: dict[str, str], filename: str,
-                               content: bytes, needle: str) -> None:
+def test_refused_model_formats(
+    client: TestClient, auth: dict[str, str], filename: str, content: bytes, needle: str
+) -> None:
     response = client.post("/v1/models", headers=auth, files={"file": (filename, content)})
     assert response.status_code == 415, response.text
     assert response.json()["error"] == "unsupported_media_type"
@@ -49,11 +54,16 @@ def test_refused_model_formats(client: TestClient, auth: dict[str, str], filenam
 def test_empty_file_and_bad_spec_are_422(client: TestClient, auth: dict[str, str]) -> None:
     empty = client.post("/v1/datasets", headers=auth, files={"file": ("e.npz", b"")})
     assert empty.status_code == 422 and "empty" in empty.json()["detail"]
-    spec = client.post("/v1/models", headers=auth, files={"file": ("w.safetensors", b"12345678")},
-                       data={"spec": '{"architecture": "resnet999", "input_shape": [4], "num_classes": 2}'})
+    spec = client.post(
+        "/v1/models",
+        headers=auth,
+        files={"file": ("w.safetensors", b"12345678")},
+        data={"spec": '{"architecture": "resnet999", "input_shape": [4], "num_classes": 2}'},
+    )
     assert spec.status_code == 422 and "resnet999" in spec.json()["detail"]
-    not_json = client.post("/v1/models", headers=auth, files={"file": ("w.safetensors", b"1")},
-                           data={"spec": "{oops"})
+    not_json = client.post(
+        "/v1/models", headers=auth, files={"file": ("w.safetensors", b"1")}, data={"spec": "{oops"}
+    )
     assert not_json.status_code == 422 and "JSON" in not_json.json()["detail"]
 
 
@@ -103,7 +113,9 @@ def test_corrupt_onnx_becomes_invalid(client: TestClient, auth: dict[str, str]) 
 
 
 @pytest.mark.usefixtures("worker")
-def test_safetensors_zoo_model_is_inspected(client: TestClient, auth: dict[str, str], tmp_path) -> None:
+def test_safetensors_zoo_model_is_inspected(
+    client: TestClient, auth: dict[str, str], tmp_path
+) -> None:
     import torch
 
     from distill.export import save_student

@@ -30,7 +30,9 @@ def load_inputs(ctx: WorkerContext, raw_spec: dict[str, object]) -> JobInputs:
     with ctx.sessions() as session:
         teacher = session.get(Model, spec.teacher_model_id)
         if teacher is None:
-            raise DistillError("The teacher model was deleted while the job waited; resubmit the job.")
+            raise DistillError(
+                "The teacher model was deleted while the job waited; resubmit the job."
+            )
         datasets = {}
         for field in DATASET_FIELDS:
             dataset_id = getattr(spec, field)

@@ -14,8 +14,8 @@ from core.spec import JobCreate
 from distill.errors import DistillError
 from distill.evaluate import evaluate, predict_logits
 from distill.export import load_student
-from distill.losses import build_loss
 from distill.loop import EpochMetrics, TrainConfig, train
+from distill.losses import build_loss
 from distill.students import build_student
 from workers.context import WorkerContext
 from workers.jobs import CancelCheck, ClaimedJob, JobCancelled, finish, record_epoch, set_stage
@@ -50,8 +50,15 @@ def _split(inputs: JobInputs, ctx: WorkerContext) -> dict[str, Any]:
         x = np.concatenate([x, x_transfer.reshape(len(x_transfer), *x.shape[1:])])
         y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
         t = np.concatenate([t, load_logits(store, teacher, transfer_row)])
-    return {"x": x, "y": y, "t": t, "x_val": x_val, "y_val": y_val, "t_val": t_val,
-            "val_source": val_source}
+    return {
+        "x": x,
+        "y": y,
+        "t": t,
+        "x_val": x_val,
+        "y_val": y_val,
+        "t_val": t_val,
+        "val_source": val_source,
+    }
 
 
 def _student(spec: JobCreate, ctx: WorkerContext, sample_shape: tuple[int, ...], width: int) -> Any:
@@ -76,9 +83,13 @@ def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> No
     sample_shape = tuple(int(d) for d in data["x"].shape[1:])
     width = int(data["t"].shape[1])
     config = TrainConfig(
-        epochs=spec.training.epochs, batch_size=spec.training.batch_size, lr=spec.training.lr,
-        optimizer=spec.training.optimizer, weight_decay=spec.training.weight_decay,
-        seed=spec.training.seed, device=ctx.device,
+        epochs=spec.training.epochs,
+        batch_size=spec.training.batch_size,
+        lr=spec.training.lr,
+        optimizer=spec.training.optimizer,
+        weight_decay=spec.training.weight_decay,
+        seed=spec.training.seed,
+        device=ctx.device,
     )
     with_baseline = spec.baseline and bool((data["y"] >= 0).any())
     runs = 2 if with_baseline else 1
@@ -88,21 +99,39 @@ def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> No
         def record(m: EpochMetrics) -> None:
             done = (run_index * config.epochs + m.epoch) / (runs * config.epochs)
             record_epoch(ctx, job.id, m.epoch, m.step, m.values, 0.1 + 0.8 * done, prefix)
+
         return record
 
     student, architecture, params = _student(spec, ctx, sample_shape, width)
     loss = build_loss([term.engine_dict() for term in spec.losses])
-    result = train(student, data["x"], data["y"], data["t"], loss, config, val=val,
-                   on_epoch_end=on_epoch("", 0), should_stop=cancel)
+    result = train(
+        student,
+        data["x"],
+        data["y"],
+        data["t"],
+        loss,
+        config,
+        val=val,
+        on_epoch_end=on_epoch("", 0),
+        should_stop=cancel,
+    )
     if result.stopped_early:
         raise JobCancelled
     baseline = None
     if with_baseline:
         torch.manual_seed(spec.training.seed)
         baseline = build_student(architecture, params, sample_shape, width)
-        baseline_result = train(baseline, data["x"], data["y"], None,
-                                build_loss([{"name": "ce", "weight": 1.0}]), config,
-                                val=val, on_epoch_end=on_epoch("baseline/", 1), should_stop=cancel)
+        baseline_result = train(
+            baseline,
+            data["x"],
+            data["y"],
+            None,
+            build_loss([{"name": "ce", "weight": 1.0}]),
+            config,
+            val=val,
+            on_epoch_end=on_epoch("baseline/", 1),
+            should_stop=cancel,
+        )
         if baseline_result.stopped_early:
             raise JobCancelled
     train_seconds = time.monotonic() - started
@@ -113,18 +142,30 @@ def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> No
     student_eval = evaluate(predict_logits(student, x_val, device=ctx.device), y_val, t_val)
     baseline_eval = (
         evaluate(predict_logits(baseline, x_val, device=ctx.device), y_val, t_val)
-        if baseline is not None else None
+        if baseline is not None
+        else None
     )
 
     set_stage(ctx, job.id, Stage.EXPORT, progress=0.95)
-    student_spec = {"architecture": architecture, "params": params,
-                    "input_shape": list(sample_shape), "num_classes": width}
+    student_spec = {
+        "architecture": architecture,
+        "params": params,
+        "input_shape": list(sample_shape),
+        "num_classes": width,
+    }
     model_id, sizes = register_student(ctx, job, student, student_spec)
     teacher = inputs.teacher
     summary = {
-        "teacher": {**teacher_eval, "num_params": teacher.num_params, "size_bytes": teacher.size_bytes},
-        "student": {**student_eval, "num_params": sizes["num_params"],
-                    "size_bytes": sizes["onnx_bytes"]},
+        "teacher": {
+            **teacher_eval,
+            "num_params": teacher.num_params,
+            "size_bytes": teacher.size_bytes,
+        },
+        "student": {
+            **student_eval,
+            "num_params": sizes["num_params"],
+            "size_bytes": sizes["onnx_bytes"],
+        },
         "baseline": baseline_eval,
         "val_source": data["val_source"],
         "val_samples": int(len(x_val)),
@@ -137,5 +178,6 @@ def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> No
             round(teacher.num_params / sizes["num_params"], 3) if teacher.num_params else None
         ),
     }
-    finish(ctx, job.id, JobStatus.SUCCEEDED, progress=1.0, student_model_id=model_id,
-           summary=summary)
+    finish(
+        ctx, job.id, JobStatus.SUCCEEDED, progress=1.0, student_model_id=model_id, summary=summary
+    )
