@@ -76,7 +76,7 @@ def settings(pg_url: str, redis_prefix: str, data_dir: Path) -> Settings:
         broker_url=REDIS_URL,
         broker_prefix=redis_prefix,
         worker_heartbeat_s=1.0,
-        heartbeat_timeout_s=30.0,
+        heartbeat_timeout_s=8.0,
     )
 
 
@@ -95,35 +95,41 @@ def settings_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def worker(settings: Settings, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real `stillhouse worker` process serving the cpu pool."""
-    log = open(data_dir / "worker.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stillhouse.cli", "worker", "--pool", "cpu", "--device", "cpu"],
-        env=settings_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    _wait_for_worker(settings, process, data_dir / "worker.log")
+    process = start_worker(settings, "cpu", data_dir / "worker.log")
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    stop_worker(process)
 
 
-def _wait_for_worker(settings: Settings, process: subprocess.Popen[bytes], log: Path) -> None:
+def start_worker(settings: Settings, pool: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stillhouse.cli", "worker", "--pool", pool, "--device", "cpu"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     deadline = time.monotonic() + 90
     url = settings.resolved_database_url.replace("postgresql+psycopg://", "postgresql://")
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         with psycopg.connect(url) as conn:
-            if conn.execute("SELECT count(*) FROM workers").fetchone()[0] > 0:  # type: ignore[index]
-                return
+            row = conn.execute(
+                "SELECT count(*) FROM workers WHERE id LIKE %s", (f"%/{pool}/cpu/{process.pid}",)
+            ).fetchone()
+            if row and row[0] > 0:
+                return process
         time.sleep(0.3)
     pytest.fail(f"the worker did not register within 90 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="session")

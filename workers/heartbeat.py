@@ -92,7 +92,11 @@ def reap(ctx: WorkerContext) -> None:
                     "teacher" if job.stage == "teacher_inference" else "student", "auto"
                 )
                 pool = repository.resolve_pool(placement, live_gpu_workers(ctx))
-                job.queued_stage, job.queued_pool, job.heartbeat_at = job.stage, pool, utcnow()
+                job.status, job.queued_stage, job.queued_pool = (
+                    JobStatus.QUEUED.value,
+                    job.stage,
+                    pool,
+                )
                 resend.append((job.id, job.stage, pool))
                 log.warning("job %s: worker %s went silent; re-queued", job.id, job.worker_id)
             else:

@@ -121,7 +121,7 @@ async def create_job(
     job = Job(
         tenant_id=tenant_id,
         name=body.name,
-        spec=body.model_dump(mode="json"),
+        spec=body.model_dump(mode="json", exclude_none=True),
         status=JobStatus.QUEUED.value,
         queued_stage=Stage.TEACHER_INFERENCE.value,
         queued_pool=pool,

@@ -1,0 +1,52 @@
+"""A worker killed mid-stage: the reaper re-queues the stage and another
+worker of the same pool finishes the job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from tests.conftest import start_worker, stop_worker, wait_for
+from tests.digits import DigitsFiles
+from tests.e2e.test_digits_job import job_body, upload_digits
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def test_job_survives_a_killed_worker(
+    client: TestClient,
+    auth: dict[str, str],
+    digits: DigitsFiles,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    pool = f"reap-{uuid.uuid4().hex[:6]}"
+    doomed = start_worker(settings, pool, tmp_path / "doomed.log")
+    ids = upload_digits(client, auth, digits)
+    body = job_body(
+        ids,
+        name="survivor",
+        baseline=False,
+        training={"epochs": 40, "batch_size": 16, "lr": 0.001},
+        placement={"teacher": "cpu", "student": pool},
+    )
+    job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
+    wait_for(client, f"/v1/jobs/{job_id}", auth, {"training"}, field="stage")
+    os.kill(doomed.pid, signal.SIGKILL)  # no shutdown hook, no goodbye: a crash
+    doomed.wait()
+
+    requeued = wait_for(client, f"/v1/jobs/{job_id}", auth, {"queued"}, timeout=60)
+    assert requeued["stage"] == "training"
+    rescuer = start_worker(settings, pool, tmp_path / "rescuer.log")
+    try:
+        job = wait_for(client, f"/v1/jobs/{job_id}", auth, {"succeeded", "failed"}, timeout=120)
+    finally:
+        stop_worker(rescuer)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempt"] == 3  # teacher inference, training (killed), training again
