@@ -45,13 +45,11 @@ def delete_owned(entity: Any, tenant_id: str, entity_id: str) -> Delete:
     return delete(entity).where(entity.id == entity_id, entity.tenant_id == tenant_id)
 
 
-def job_metrics(job_id: str, after_id: int = 0, limit: int = 10_000) -> Select[tuple[Metric]]:
-    return (
-        select(Metric)
-        .where(Metric.job_id == job_id, Metric.id > after_id)
-        .order_by(Metric.id)
-        .limit(limit)
-    )
+def job_metrics(job_id: str, name: str | None = None) -> Select[tuple[Metric]]:
+    query = select(Metric).where(Metric.job_id == job_id)
+    if name is not None:
+        query = query.where(Metric.name == name)
+    return query.order_by(Metric.id)
 
 
 def live_workers(pool: str | None, now: datetime, timeout_s: float) -> Select[tuple[Worker]]:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from core.keys import create_key
 from core.migrate import upgrade
-from tests.digits import DigitsFiles, build_digits
+from examples.digits import DigitsFiles, build_digits
 
 PG_ADMIN = os.environ.get("STILLHOUSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("STILLHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")

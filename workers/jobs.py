@@ -86,17 +86,17 @@ def record_epoch(
     progress: float,
     prefix: str = "",
 ) -> None:
-    """One transaction per epoch: the metric rows and the job's progress."""
+    """One transaction per epoch: the metric rows and the job's progress. The
+    job's `epoch` counts the student's epochs; a baseline run only moves progress."""
+    row: dict[str, Any] = {"progress": progress, "heartbeat_at": utcnow()}
+    if not prefix:
+        row["epoch"] = epoch
     with ctx.sessions.begin() as session:
         session.add_all(
             Metric(job_id=job_id, step=step, epoch=epoch, name=prefix + name, value=float(value))
             for name, value in values.items()
         )
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(epoch=epoch, progress=progress, heartbeat_at=utcnow())
-        )
+        session.execute(update(Job).where(Job.id == job_id).values(**row))
 
 
 def finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values: Any) -> None:

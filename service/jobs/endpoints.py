@@ -60,8 +60,8 @@ async def job_metrics(
     name: str | None = None,
 ) -> list[MetricPoint]:
     await _get(uow, tenant_id, job_id)
-    rows = await uow.session.scalars(repository.job_metrics(job_id))
-    return [MetricPoint.model_validate(r) for r in rows if name is None or r.name == name]
+    rows = await uow.session.scalars(repository.job_metrics(job_id, name))
+    return [MetricPoint.model_validate(r) for r in rows]
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

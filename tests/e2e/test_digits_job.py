@@ -13,8 +13,8 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
+from examples.digits import DigitsFiles
 from tests.conftest import wait_for
-from tests.digits import DigitsFiles
 
 pytestmark = pytest.mark.usefixtures("worker")
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -82,6 +82,11 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
     assert {"loss", "loss/kd", "loss/ce", "val_accuracy", "val_agreement"} <= names
     assert {"baseline/loss", "baseline/val_accuracy"} <= names
     assert sorted(m["epoch"] for m in metrics if m["name"] == "loss") == list(range(1, 31))
+    only = client.get(
+        f"/v1/jobs/{job['id']}/metrics", headers=auth, params={"name": "val_accuracy"}
+    )
+    assert [m["epoch"] for m in only.json()] == list(range(1, 31))
+    assert only.json()[-1]["value"] == pytest.approx(student_acc)
 
     student = client.get(f"/v1/models/{job['student_model_id']}", headers=auth).json()
     assert student["status"] == "ready" and student["formats"] == ["onnx", "safetensors"]

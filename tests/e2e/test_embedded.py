@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from examples.digits import DigitsFiles
 from tests.conftest import ROOT
-from tests.digits import DigitsFiles
 
 KEY = "sh_embedded-smoke-test-key"
 

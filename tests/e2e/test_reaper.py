@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.config import Settings
+from examples.digits import DigitsFiles
 from tests.conftest import start_worker, stop_worker, wait_for
-from tests.digits import DigitsFiles
 from tests.e2e.test_digits_job import job_body, upload_digits
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.models import Dataset
+from examples.digits import DigitsFiles
 from tests.conftest import wait_for
-from tests.digits import DigitsFiles
 from tests.e2e.test_digits_job import job_body, upload
 
 pytestmark = pytest.mark.usefixtures("worker")
