@@ -13,11 +13,11 @@ from core.models import ApiKey, Job, Metric, Tenant, Worker, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, Pool
 
 
-def tenant_by_name(name: str) -> Select[tuple[Tenant]]:
+def tenant_by_name(name: str) -> Select[Any]:
     return select(Tenant).where(Tenant.name == name)
 
 
-def tenant_id_for_key(key_hash: str) -> Select[tuple[str]]:
+def tenant_id_for_key(key_hash: str) -> Select[Any]:
     return select(ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
 
 
@@ -45,21 +45,21 @@ def delete_owned(entity: Any, tenant_id: str, entity_id: str) -> Delete:
     return delete(entity).where(entity.id == entity_id, entity.tenant_id == tenant_id)
 
 
-def job_metrics(job_id: str, name: str | None = None) -> Select[tuple[Metric]]:
+def job_metrics(job_id: str, name: str | None = None) -> Select[Any]:
     query = select(Metric).where(Metric.job_id == job_id)
     if name is not None:
         query = query.where(Metric.name == name)
     return query.order_by(Metric.id)
 
 
-def live_workers(pool: str | None, now: datetime, timeout_s: float) -> Select[tuple[Worker]]:
+def live_workers(pool: str | None, now: datetime, timeout_s: float) -> Select[Any]:
     query = select(Worker).where(Worker.last_heartbeat >= now - timedelta(seconds=timeout_s))
     if pool is not None:
         query = query.where(Worker.pool == pool)
     return query.order_by(Worker.pool, Worker.id)
 
 
-def all_workers() -> Select[tuple[Worker]]:
+def all_workers() -> Select[Any]:
     return select(Worker).order_by(Worker.last_heartbeat.desc()).limit(500)
 
 
@@ -94,7 +94,7 @@ def claim_stage(job_id: str, stage: str, worker_id: str) -> Update:
     )
 
 
-def stale_running_jobs(now: datetime, timeout_s: float) -> Select[tuple[Job]]:
+def stale_running_jobs(now: datetime, timeout_s: float) -> Select[Any]:
     return select(Job).where(
         Job.status == JobStatus.RUNNING.value,
         Job.heartbeat_at < now - timedelta(seconds=timeout_s),
@@ -110,5 +110,5 @@ def touch_job(job_id: str, worker_id: str) -> Update:
     )
 
 
-def cancel_requested(job_id: str) -> Select[tuple[bool]]:
+def cancel_requested(job_id: str) -> Select[Any]:
     return select(Job.cancel_requested).where(Job.id == job_id)

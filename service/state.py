@@ -3,6 +3,7 @@ artifact store and the API key cache."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ class UnitOfWork:
         await self.session.commit()
         outbox, self._outbox = self._outbox, []
         for name, args, queue in outbox:
-            await anyio.to_thread.run_sync(
-                lambda n=name, a=args, q=queue: self._celery.send_task(n, args=a, queue=q)
-            )
+            await anyio.to_thread.run_sync(functools.partial(self._send, name, args, queue))
+
+    def _send(self, name: str, args: list[Any], queue: str) -> None:
+        self._celery.send_task(name, args=args, queue=queue)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
@@ -112,7 +113,7 @@ async def download_model(
             store.local_path(entry["key"]), filename=filename, media_type="application/octet-stream"
         )
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         with store.open(entry["key"]) as source:
             while block := source.read(1024 * 1024):
                 yield block

@@ -24,7 +24,7 @@ def register_student(
         weights, graph = Path(tmp) / "student.safetensors", Path(tmp) / "student.onnx"
         save_student(student, weights, spec)
         export_onnx(student, tuple(spec["input_shape"]), graph)
-        files = {}
+        files: dict[str, dict[str, Any]] = {}
         for fmt, path in (("safetensors", weights), ("onnx", graph)):
             key, sha, size = ctx.store.put_file(path)
             files[fmt] = {"key": key, "sha256": sha, "size_bytes": size}
@@ -48,4 +48,4 @@ def register_student(
         session.add(row)
         session.flush()
         model_id = row.id
-    return model_id, {"num_params": num_params, "onnx_bytes": files["onnx"]["size_bytes"]}
+    return model_id, {"num_params": num_params, "onnx_bytes": int(files["onnx"]["size_bytes"])}

@@ -4,6 +4,7 @@ outputs, evaluate both against the teacher, export and register the student."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,7 +96,7 @@ def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> No
     runs = 2 if with_baseline else 1
     val = (data["x_val"], data["y_val"], data["t_val"])
 
-    def on_epoch(prefix: str, run_index: int):  # type: ignore[no-untyped-def]
+    def on_epoch(prefix: str, run_index: int) -> Callable[[EpochMetrics], None]:
         def record(m: EpochMetrics) -> None:
             done = (run_index * config.epochs + m.epoch) / (runs * config.epochs)
             record_epoch(ctx, job.id, m.epoch, m.step, m.values, 0.1 + 0.8 * done, prefix)
