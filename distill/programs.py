@@ -23,9 +23,9 @@ def load_program(
         if fmt == "torchscript":
             module = torch.jit.load(os.fspath(path), map_location=device)
             module.eval()
-            return module  # type: ignore[no-any-return]
+            return module
         if fmt == "torch_export":
-            return torch.export.load(os.fspath(path)).module().to(device)  # type: ignore[no-any-return]
+            return torch.export.load(os.fspath(path)).module().to(device)
     except Exception as exc:  # torch raises many untyped errors for a bad archive
         raise DistillError(f"The {fmt} file cannot be loaded: {str(exc).strip()[:300]}.") from exc
     raise DistillError(f"'{fmt}' is not a torch program format (torchscript, torch_export).")

@@ -69,6 +69,7 @@ def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
         output_names=["logits"],
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         dynamo=True,
+        external_data=False,  # one self-contained file to upload
         verbose=False,
     )
     np.savez(files.train_npz, x=x[labeled], y=y[labeled])

@@ -1,0 +1,149 @@
+"""Student artifacts: safetensors weights with the zoo spec in metadata, and ONNX export."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from distill.errors import DistillError
+from distill.students import build_student
+from distill.teachers import ModelInfo
+
+SPEC_KEY = "stillhouse_spec"
+SPEC_FIELDS = ("architecture", "params", "input_shape", "num_classes")
+
+
+def _check_spec(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, dict) or any(k not in spec for k in SPEC_FIELDS):
+        raise DistillError(
+            f"A student spec must be an object with {', '.join(SPEC_FIELDS)}, got {spec!r}."
+        )
+    return {k: spec[k] for k in SPEC_FIELDS}
+
+
+def save_student(model: nn.Module, path: str | os.PathLike, spec: dict[str, Any]) -> None:
+    """Write the weights (and buffers) as safetensors, the zoo spec as JSON in the metadata."""
+    spec = _check_spec(spec)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, os.fspath(path), metadata={SPEC_KEY: json.dumps(spec)})
+
+
+def read_student_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """The zoo spec stored in a student file's metadata."""
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise DistillError(f"The file is not a readable safetensors file ({exc}).") from exc
+    if SPEC_KEY not in metadata:
+        raise DistillError(
+            "The safetensors file has no Stillhouse student spec in its metadata; give the spec "
+            "(architecture, params, input_shape, num_classes) explicitly."
+        )
+    try:
+        return _check_spec(json.loads(metadata[SPEC_KEY]))
+    except json.JSONDecodeError as exc:
+        raise DistillError(f"The stored student spec is not valid JSON ({exc}).") from exc
+
+
+def _build_and_load(path: str | os.PathLike, spec: dict[str, Any], device: str) -> nn.Module:
+    model = build_student(
+        spec["architecture"], spec["params"], tuple(spec["input_shape"]), spec["num_classes"]
+    )
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise DistillError(f"The file is not a readable safetensors file ({exc}).") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        name = missing[0] if missing else extra[0]
+        kind = "is missing" if missing else "is not part of the student"
+        raise DistillError(
+            f"The weights do not fit the {spec['architecture']!r} student: tensor {name!r} "
+            f"{kind}; check the architecture and params."
+        )
+    for key in expected:  # the model's own order: the first layer that differs is named
+        value = tensors[key]
+        if value.shape != expected[key].shape:
+            raise DistillError(
+                f"The weights do not fit the {spec['architecture']!r} student: tensor {key!r} "
+                f"has shape {list(value.shape)}, the student expects "
+                f"{list(expected[key].shape)}; check the architecture, params and input shape."
+            )
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()
+
+
+def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a student from the zoo with its stored spec; returns (model in eval mode, spec)."""
+    spec = read_student_spec(path)
+    return _build_and_load(path, spec, device), spec
+
+
+def inspect_safetensors(path: str | os.PathLike, spec: dict[str, Any] | None) -> ModelInfo:
+    """Load a zoo student's weights strictly and run one batch of zeros."""
+    try:
+        spec = read_student_spec(path)
+    except DistillError:
+        if spec is None:
+            raise
+        spec = _check_spec(spec)
+    model = _build_and_load(path, spec, "cpu")
+    sample_shape = [int(d) for d in spec["input_shape"]]
+    with torch.no_grad():
+        out = model(torch.zeros(2, *sample_shape))  # (2, C)
+    return ModelInfo(
+        format="safetensors",
+        input_shape=[None, *sample_shape],
+        output_shape=[None, *out.shape[1:]],
+        num_params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.PathLike) -> None:
+    """Export to ONNX with a dynamic batch dim (input "input", output "logits") and check that
+    ONNX Runtime agrees with torch within 1e-4."""
+    model = model.cpu().eval()
+    example = torch.randn(3, *sample_shape, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
+            torch.onnx.export(
+                model,
+                (example,),
+                os.fspath(path),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many error types
+        raise DistillError(
+            f"The student could not be exported to ONNX ({str(exc).strip()[:300]}); "
+            "report this with the student architecture."
+        ) from exc
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    check = torch.randn(5, *sample_shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(check).numpy()  # (5, C)
+    (got,) = session.run(["logits"], {"input": check.numpy()})
+    if not np.allclose(got, expected, atol=1e-4, rtol=1e-4):
+        raise DistillError(
+            "The ONNX export does not match the PyTorch student (max difference "
+            f"{float(np.abs(got - expected).max()):.2e}); export it again or report a bug."
+        )

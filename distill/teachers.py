@@ -1,0 +1,158 @@
+"""Teachers as ONNX models run by ONNX Runtime: inspection and batched logit prediction."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from distill.errors import DistillError
+
+_FLOAT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    format: str  # "onnx" | "safetensors"
+    input_shape: list[int | None]  # batch dim first; None for dynamic dims
+    output_shape: list[int | None]
+    num_params: int  # ONNX: sum of initializer element counts
+
+
+def _dims(shape: list[int | str | None]) -> list[int | None]:
+    return [d if isinstance(d, int) and d > 0 else None for d in shape]
+
+
+def _session(path: str | os.PathLike, device: str) -> ort.InferenceSession:
+    providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(os.fspath(path), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise DistillError(
+            f"ONNX Runtime cannot load the model ({str(exc).strip()[:300]}); export it with a "
+            "standard opset (e.g. torch.onnx.export) and try again."
+        ) from exc
+
+
+def _check_io(session: ort.InferenceSession) -> tuple[str, list[int | None], type]:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise DistillError(
+            f"The teacher model has {len(inputs)} inputs ({names}); Stillhouse needs exactly one "
+            "float input. Re-export the model with a single input tensor."
+        )
+    if inputs[0].type not in _FLOAT_TYPES:
+        raise DistillError(
+            f"The teacher model's input has type {inputs[0].type}; Stillhouse needs a float "
+            "input (float32, float16 or double)."
+        )
+    if not outputs:
+        raise DistillError("The teacher model has no outputs; its first output must be logits.")
+    shape = _dims(list(inputs[0].shape))
+    if not shape:
+        raise DistillError(
+            "The teacher model's input is a scalar; it needs a batch dimension first."
+        )
+    return inputs[0].name, shape, _FLOAT_TYPES[inputs[0].type]
+
+
+def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
+    """Check an ONNX teacher and run one batch of zeros to learn its concrete output shape."""
+    try:
+        model = onnx.load(os.fspath(path))
+        onnx.checker.check_model(model)
+    except FileNotFoundError as exc:
+        raise DistillError(f"The model file {os.fspath(path)!r} does not exist.") from exc
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+        raise DistillError(
+            f"The file is not a valid ONNX model: {str(exc).strip()[:300]}"
+            + ("" if str(exc).strip().endswith(".") else ".")
+        ) from exc
+    num_params = sum(math.prod(init.dims) for init in model.graph.initializer)
+    teacher = OnnxTeacher(path)
+    batch = teacher.input_shape[0] or 2
+    feature = teacher.input_shape[1:]
+    if any(d is None for d in feature):
+        raise DistillError(
+            f"The teacher model's input shape {teacher.input_shape} has dynamic dimensions "
+            "besides the batch; export it with fixed sample dimensions."
+        )
+    zeros = np.zeros((batch, *(int(d) for d in feature if d is not None)), dtype=np.float32)
+    out = teacher.run_raw(zeros)
+    return ModelInfo(
+        format="onnx",
+        input_shape=teacher.input_shape,
+        output_shape=[teacher.input_shape[0], *out.shape[1:]],
+        num_params=int(num_params),
+    )
+
+
+class OnnxTeacher:
+    """An ONNX model whose first output is the logits (N, C)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        self.session = _session(path, device)
+        self.input_name, self.input_shape, self._dtype = _check_io(self.session)
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """One session run on a batch already in the model's shape."""
+        try:
+            (out,) = self.session.run([self.output_name], {self.input_name: x.astype(self._dtype)})
+        except Exception as exc:
+            raise DistillError(
+                f"The teacher model failed on a batch of shape {list(x.shape)} "
+                f"({str(exc).strip()[:300]}); check that the data matches the model's input "
+                f"shape {self.input_shape}."
+            ) from exc
+        return np.asarray(out)
+
+    def _reshape(self, x: np.ndarray) -> np.ndarray:
+        feature = self.input_shape[1:]
+        if any(d is None for d in feature):
+            return x  # dynamic sample dims: pass the data through as is
+        if tuple(x.shape[1:]) == tuple(feature):
+            return x
+        if math.prod(x.shape[1:]) != math.prod(feature):  # type: ignore[arg-type]
+            raise DistillError(
+                f"The data samples have shape {list(x.shape[1:])} but the teacher expects "
+                f"{feature} per sample; upload data that matches the teacher's input."
+            )
+        return x.reshape(len(x), *feature)
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Teacher logits (N, C) float32 for inputs x (N, ...)."""
+        if len(x) == 0:
+            raise DistillError("There are no samples to run the teacher on; upload a data set.")
+        x = self._reshape(np.asarray(x, dtype=np.float32))
+        fixed = self.input_shape[0]
+        step = fixed or batch_size
+        chunks: list[np.ndarray] = []
+        for start in range(0, len(x), step):
+            batch = x[start : start + step]  # (b, ...)
+            n = len(batch)
+            if fixed is not None and n < fixed:
+                # A fixed-batch model needs full batches: pad with zeros, drop the padded rows.
+                pad = np.zeros((fixed - n, *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, pad])
+            out = self.run_raw(batch)[:n]  # (n, C, ...)
+            chunks.append(out.reshape(n, -1))
+        logits = np.concatenate(chunks).astype(np.float32, copy=False)  # (N, C)
+        if not np.isfinite(logits).all():
+            raise DistillError(
+                "The teacher produced NaN or infinite logits on this data; check the model and "
+                "that the inputs are preprocessed the way the teacher expects."
+            )
+        return logits

@@ -1,0 +1,143 @@
+"""ONNX export round trip, ONNX teachers, and safetensors student files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from distill.errors import DistillError
+from distill.export import (
+    export_onnx,
+    inspect_safetensors,
+    load_student,
+    read_student_spec,
+    save_student,
+)
+from distill.students import build_student
+from distill.teachers import OnnxTeacher, inspect_onnx
+
+SPEC = {
+    "architecture": "cnn1d",
+    "params": {"channels": 4},
+    "input_shape": [2, 16],
+    "num_classes": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def trained_cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_student(SPEC["architecture"], SPEC["params"], (2, 16), 5)
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        model.train()(torch.randn(32, 2, 16) * 3 + 1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_path(trained_cnn: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "student.onnx"
+    export_onnx(trained_cnn, (2, 16), path)
+    return path
+
+
+def test_export_round_trip_matches_torch(trained_cnn: torch.nn.Module, onnx_path: Path) -> None:
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    x = torch.randn(7, 2, 16)  # a batch size the export never saw: the batch dim is dynamic
+    (got,) = session.run(["logits"], {"input": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, trained_cnn(x).numpy(), atol=1e-4)
+
+
+def test_inspect_onnx_and_teacher(trained_cnn: torch.nn.Module, onnx_path: Path) -> None:
+    info = inspect_onnx(onnx_path)
+    assert info.format == "onnx"
+    assert info.input_shape == [None, 2, 16] and info.output_shape == [None, 5]
+    assert info.num_params > 0
+    teacher = OnnxTeacher(onnx_path)
+    x = np.random.default_rng(0).normal(size=(9, 32)).astype(np.float32)  # flat: reshaped
+    logits = teacher.predict_logits(x, batch_size=4)
+    with torch.no_grad():
+        expected = trained_cnn(torch.from_numpy(x).reshape(9, 2, 16)).numpy()
+    assert logits.shape == (9, 5) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    with pytest.raises(DistillError, match="teacher expects \\[2, 16\\]"):
+        teacher.predict_logits(np.zeros((3, 31), dtype=np.float32))
+
+
+def gemm_model(path: Path, batch: int | str, inputs: int = 1) -> None:
+    """y = x @ W (3 -> 2), built by hand; a fixed batch when `batch` is an int."""
+    w = helper.make_tensor("W", TensorProto.FLOAT, [3, 2], [1, 0, 0, 1, 1, 1])
+    ins = [
+        helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [batch, 3]) for i in range(inputs)
+    ]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x0", "W"], ["y"])], "g", ins, [out], initializer=[w]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_fixed_batch_teacher_pads(tmp_path: Path) -> None:
+    path = tmp_path / "fixed.onnx"
+    gemm_model(path, 4)
+    info = inspect_onnx(path)
+    assert info.input_shape == [4, 3] and info.output_shape == [4, 2] and info.num_params == 6
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    logits = OnnxTeacher(path).predict_logits(x, batch_size=1024)
+    np.testing.assert_allclose(logits, np.stack([x[:, 0] + x[:, 2], x[:, 1] + x[:, 2]], 1))
+
+
+def test_bad_onnx_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model")
+    with pytest.raises(DistillError, match="The file is not a valid ONNX model"):
+        inspect_onnx(junk)
+    two = tmp_path / "two.onnx"
+    gemm_model(two, "N", inputs=2)
+    with pytest.raises(DistillError, match="exactly one float input"):
+        inspect_onnx(two)
+
+
+def test_save_load_round_trip(trained_cnn: torch.nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "student.safetensors"
+    save_student(trained_cnn, path, SPEC)
+    assert read_student_spec(path) == SPEC
+    model, spec = load_student(path)
+    assert spec == SPEC and not model.training
+    x = torch.randn(4, 2, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained_cnn(x))
+    info = inspect_safetensors(path, None)
+    assert info.format == "safetensors"
+    assert info.input_shape == [None, 2, 16] and info.output_shape == [None, 5]
+    assert info.num_params == sum(p.numel() for p in trained_cnn.parameters())
+
+
+def test_safetensors_errors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    torch.manual_seed(0)
+    model = build_student("mlp", {"hidden": [8]}, (4,), 3)
+    save_file(model.state_dict(), str(plain))
+    with pytest.raises(DistillError, match="no Stillhouse student spec"):
+        load_student(plain)
+    spec = {"architecture": "mlp", "params": {"hidden": [8]}, "input_shape": [4], "num_classes": 3}
+    assert inspect_safetensors(plain, spec).num_params == 4 * 8 + 8 + 8 * 3 + 3
+    wrong = dict(spec, params={"hidden": [9]})
+    with pytest.raises(DistillError, match="tensor 'net.1.weight' has shape \\[8, 4\\]"):
+        inspect_safetensors(plain, wrong)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(DistillError, match="not a readable safetensors file"):
+        read_student_spec(junk)
