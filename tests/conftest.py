@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -125,11 +125,31 @@ def start_worker(settings: Settings, pool: str, log: Path) -> subprocess.Popen[b
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def spawn_worker(
+    settings: Settings, tmp_path: Path
+) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Start extra workers inside a test; every one is stopped when the test ends, pass or fail."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(pool: str) -> subprocess.Popen[bytes]:
+        process = start_worker(settings, pool, tmp_path / f"worker-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        stop_worker(process)
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,19 @@ function is one short transaction; the SQL lives in core.repository."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from core import repository
 from core.models import Job, Metric, utcnow
 from core.queues import JobStatus, Pool, Stage, TaskName
+from distill.loop import EpochMetrics
 from workers.context import WorkerContext
 
 
@@ -77,26 +81,85 @@ def set_stage(ctx: WorkerContext, job_id: str, stage: Stage, progress: float | N
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
-def record_epoch(
-    ctx: WorkerContext,
-    job_id: str,
-    epoch: int,
-    step: int,
-    values: dict[str, float],
-    progress: float,
-    prefix: str = "",
-) -> None:
-    """One transaction per epoch: the metric rows and the job's progress. The
-    job's `epoch` counts the student's epochs; a baseline run only moves progress."""
-    row: dict[str, Any] = {"progress": progress, "heartbeat_at": utcnow()}
-    if not prefix:
-        row["epoch"] = epoch
-    with ctx.sessions.begin() as session:
-        session.add_all(
-            Metric(job_id=job_id, step=step, epoch=epoch, name=prefix + name, value=float(value))
-            for name, value in values.items()
-        )
-        session.execute(update(Job).where(Job.id == job_id).values(**row))
+# Seconds an epoch's metrics may wait to share a commit with the next epochs'.
+MIN_WRITE_INTERVAL = 1.0
+
+
+class EpochRecorder:
+    """Writes each epoch's metric rows and the job's progress from a background
+    thread, so the training loop never waits on a commit; epochs that queue up
+    while one commit runs go out together in the next. Use as a context manager:
+    leaving it waits for the last write and raises a write error, if any."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        job_id: str,
+        progress: Callable[[EpochMetrics], float],
+        prefix: str = "",
+    ) -> None:
+        self.ctx, self.job_id, self.progress, self.prefix = ctx, job_id, progress, prefix
+        self._queue: queue.SimpleQueue[EpochMetrics | None] = queue.SimpleQueue()
+        self._error: Exception | None = None
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"metrics-{job_id}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, metrics: EpochMetrics) -> None:
+        if self._error is not None:
+            raise self._error  # the database is failing: stop training rather than lose metrics
+        self._queue.put(metrics)
+
+    def __enter__(self) -> EpochRecorder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.close(raise_error=exc_type is None)
+
+    def close(self, raise_error: bool = True) -> None:
+        self._closing.set()
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            # Short epochs arrive faster than a commit is worth: gather for a moment, so
+            # progress stays live within MIN_WRITE_INTERVAL while tiny jobs write rarely.
+            self._closing.wait(MIN_WRITE_INTERVAL)
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            epochs = [m for m in batch if m is not None]
+            if epochs and self._error is None:
+                try:
+                    self._write(epochs)
+                except Exception as exc:  # handed to the training thread at its next epoch
+                    self._error = exc
+            if None in batch:
+                return
+
+    def _write(self, epochs: list[EpochMetrics]) -> None:
+        last = epochs[-1]
+        # The job's `epoch` counts the student's epochs; a baseline run only moves progress.
+        row: dict[str, Any] = {"progress": self.progress(last), "heartbeat_at": utcnow()}
+        if not self.prefix:
+            row["epoch"] = last.epoch
+        points = [
+            {
+                "job_id": self.job_id,
+                "step": m.step,
+                "epoch": m.epoch,
+                "name": self.prefix + name,
+                "value": float(value),
+            }
+            for m in epochs
+            for name, value in m.values.items()
+        ]
+        with self.ctx.sessions.begin() as session:
+            session.execute(insert(Metric), points)
+            session.execute(update(Job).where(Job.id == self.job_id).values(**row))
 
 
 def finish(ctx: WorkerContext, job_id: str, status: JobStatus, **values: Any) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 
-from core.config import Settings
 from examples.digits import DigitsFiles
-from tests.conftest import start_worker, stop_worker, wait_for
+from tests.conftest import wait_for
 from tests.e2e.test_digits_job import job_body, upload_digits
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -23,11 +23,10 @@ def test_job_survives_a_killed_worker(
     client: TestClient,
     auth: dict[str, str],
     digits: DigitsFiles,
-    settings: Settings,
-    tmp_path: Path,
+    spawn_worker: Callable[[str], subprocess.Popen[bytes]],
 ) -> None:
     pool = f"reap-{uuid.uuid4().hex[:6]}"
-    doomed = start_worker(settings, pool, tmp_path / "doomed.log")
+    doomed = spawn_worker(pool)
     ids = upload_digits(client, auth, digits)
     body = job_body(
         ids,
@@ -43,10 +42,7 @@ def test_job_survives_a_killed_worker(
 
     requeued = wait_for(client, f"/v1/jobs/{job_id}", auth, {"queued"}, timeout=60)
     assert requeued["stage"] == "training"
-    rescuer = start_worker(settings, pool, tmp_path / "rescuer.log")
-    try:
-        job = wait_for(client, f"/v1/jobs/{job_id}", auth, {"succeeded", "failed"}, timeout=120)
-    finally:
-        stop_worker(rescuer)
+    spawn_worker(pool)  # the rescuer
+    job = wait_for(client, f"/v1/jobs/{job_id}", auth, {"succeeded", "failed"}, timeout=120)
     assert job["status"] == "succeeded", job["error"]
     assert job["attempt"] == 3  # teacher inference, training (killed), training again

@@ -19,7 +19,14 @@ from distill.loop import EpochMetrics, TrainConfig, train
 from distill.losses import build_loss
 from distill.students import build_student
 from workers.context import WorkerContext
-from workers.jobs import CancelCheck, ClaimedJob, JobCancelled, finish, record_epoch, set_stage
+from workers.jobs import (
+    CancelCheck,
+    ClaimedJob,
+    EpochRecorder,
+    JobCancelled,
+    finish,
+    set_stage,
+)
 from workers.stages.export import register_student
 from workers.stages.inputs import JobInputs, load_arrays, load_inputs, load_logits
 
@@ -96,43 +103,42 @@ def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> No
     runs = 2 if with_baseline else 1
     val = (data["x_val"], data["y_val"], data["t_val"])
 
-    def on_epoch(prefix: str, run_index: int) -> Callable[[EpochMetrics], None]:
-        def record(m: EpochMetrics) -> None:
-            done = (run_index * config.epochs + m.epoch) / (runs * config.epochs)
-            record_epoch(ctx, job.id, m.epoch, m.step, m.values, 0.1 + 0.8 * done, prefix)
-
-        return record
+    def progress(run_index: int) -> Callable[[EpochMetrics], float]:
+        return lambda m: 0.1 + 0.8 * (run_index * config.epochs + m.epoch) / (runs * config.epochs)
 
     student, architecture, params = _student(spec, ctx, sample_shape, width)
     loss = build_loss([term.engine_dict() for term in spec.losses])
-    result = train(
-        student,
-        data["x"],
-        data["y"],
-        data["t"],
-        loss,
-        config,
-        val=val,
-        on_epoch_end=on_epoch("", 0),
-        should_stop=cancel,
-    )
+    with EpochRecorder(ctx, job.id, progress(0)) as recorder:
+        result = train(
+            student,
+            data["x"],
+            data["y"],
+            data["t"],
+            loss,
+            config,
+            val=val,
+            on_epoch_end=recorder,
+            should_stop=cancel,
+        )
     if result.stopped_early:
         raise JobCancelled
     baseline = None
     if with_baseline:
         torch.manual_seed(spec.training.seed)
         baseline = build_student(architecture, params, sample_shape, width)
-        baseline_result = train(
-            baseline,
-            data["x"],
-            data["y"],
-            None,
-            build_loss([{"name": "ce", "weight": 1.0}]),
-            config,
-            val=val,
-            on_epoch_end=on_epoch("baseline/", 1),
-            should_stop=cancel,
-        )
+        ce_only = build_loss([{"name": "ce", "weight": 1.0}])
+        with EpochRecorder(ctx, job.id, progress(1), prefix="baseline/") as recorder:
+            baseline_result = train(
+                baseline,
+                data["x"],
+                data["y"],
+                None,
+                ce_only,
+                config,
+                val=val,
+                on_epoch_end=recorder,
+                should_stop=cancel,
+            )
         if baseline_result.stopped_early:
             raise JobCancelled
     train_seconds = time.monotonic() - started
