@@ -106,7 +106,9 @@ async def download_model(
     if entry is None:
         have = ", ".join(sorted(row.files)) or "none"
         raise NotFound(f"Model '{model_id}' has no {wanted} file; available: {have}.")
-    suffix = {"onnx": ".onnx", "safetensors": ".safetensors"}.get(wanted, ".pt2")
+    suffix = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".pt"}.get(
+        wanted, ".pt2"
+    )
     filename = f"{row.name}{suffix}"
     if store.is_local:
         return FileResponse(
