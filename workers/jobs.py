@@ -29,7 +29,6 @@ class ClaimedJob:
     tenant_id: str
     name: str
     spec: dict[str, Any]
-    started_at: Any
 
 
 def claim(ctx: WorkerContext, job_id: str, stage: str) -> ClaimedJob | None:
@@ -48,7 +47,7 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> ClaimedJob | None:
         assert job is not None
         if job.started_at is None:
             job.started_at = utcnow()
-        return ClaimedJob(job.id, job.tenant_id, job.name, dict(job.spec), job.started_at)
+        return ClaimedJob(job.id, job.tenant_id, job.name, dict(job.spec))
 
 
 def live_gpu_workers(ctx: WorkerContext) -> int:
@@ -68,7 +67,8 @@ def advance(
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-            .values(queued_stage=next_stage.value, queued_pool=pool, progress=progress)
+            # `attempt` counts the runs of the current stage: the next one starts afresh.
+            .values(queued_stage=next_stage.value, queued_pool=pool, progress=progress, attempt=0)
         )
     celery_app.send_task(TaskName.RUN_STAGE.value, args=[job_id, next_stage.value], queue=pool)
 

@@ -16,7 +16,7 @@ class JobPublic(BaseModel):
     progress: float
     epoch: int
     error: str | None
-    attempt: int
+    attempt: int  # runs of the current stage (a stage whose worker died is re-run)
     cancel_requested: bool
     student_model_id: str | None
     summary: dict[str, Any] | None
