@@ -151,3 +151,18 @@ def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def test_teacher_outputs_are_computed_once(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings
+) -> None:
+    ids = upload_digits(client, auth, digits)
+    cache = settings.data_dir / "artifacts" / "cache" / "teacher-logits" / ids["teacher"]["sha256"]
+    stamps: list[dict[str, int]] = []
+    for name in ("first", "second"):
+        body = job_body(ids, name=name, baseline=False, training={"epochs": 1})
+        job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
+        assert wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED)["status"] == "succeeded"
+        stamps.append({str(p): p.stat().st_mtime_ns for p in cache.rglob("logits.npy")})
+    assert len(stamps[0]) == 3  # train, transfer and val, one file each
+    assert stamps[0] == stamps[1]  # the second job read them; nothing was recomputed
