@@ -15,8 +15,7 @@ COPY migrations migrations
 RUN useradd --create-home --uid 1000 stillhouse && mkdir -p /data && chown stillhouse /data
 
 FROM base AS api
-# Editable so that `stillhouse migrate` finds alembic.ini and migrations/ in /app.
-RUN pip install -e '.[s3]'
+RUN pip install '.[s3]'
 USER stillhouse
 EXPOSE 8000
 CMD ["stillhouse", "api", "--host", "0.0.0.0", "--port", "8000"]
@@ -24,6 +23,6 @@ CMD ["stillhouse", "api", "--host", "0.0.0.0", "--port", "8000"]
 FROM base AS worker
 # PIP_EXTRA_INDEX_URL may point pip at a CPU-only torch wheel index for a smaller image.
 ARG PIP_EXTRA_INDEX_URL=""
-RUN pip install -e '.[worker,s3]'
+RUN pip install '.[worker,s3]'
 USER stillhouse
 CMD ["stillhouse", "worker", "--pool", "cpu", "--device", "cpu"]
