@@ -95,6 +95,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     cmd_migrate(args)
     key = ensure_dev_key(settings)
+    if not _port_free(settings.host, settings.port):
+        print(
+            f"error: {settings.host}:{settings.port} is in use; stop what runs there or set "
+            "STILLHOUSE_PORT",
+            file=sys.stderr,
+        )
+        return 1
     env = {**os.environ, "STILLHOUSE_DATA_DIR": str(settings.data_dir.resolve())}
     exe = [sys.executable, "-m", "stillhouse.cli"]
     children = [
@@ -102,11 +109,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
         subprocess.Popen([*exe, "api", "--log-level", "warning"], env=env),
     ]
     url = f"http://{settings.host}:{settings.port}"
-    _wait_ready(url, children)
-    print(f"\nStillhouse is running at {url}  (dashboard: {url}/, API docs: {url}/docs)")
-    print(f"API key: {key}")
-    print(f"  export STILLHOUSE_URL={url} STILLHOUSE_KEY={key}\nCtrl-C stops it.", flush=True)
-    stopping = False
+    started = _wait_ready(url, children)
+    stopping = not started
+    if stopping:
+        print(
+            f"error: the service did not come up at {url}; see the messages above "
+            "(is the port in use? set STILLHOUSE_PORT)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"\nStillhouse is running at {url}")
+        print(f"API key: {key}")
+        print(f"Dashboard: {url}/#key={key}   API docs: {url}/docs")
+        print(f"  export STILLHOUSE_URL={url} STILLHOUSE_KEY={key}\nCtrl-C stops it.", flush=True)
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -124,21 +139,35 @@ def cmd_dev(args: argparse.Namespace) -> int:
             child.wait(timeout=20)
         except subprocess.TimeoutExpired:
             child.kill()
-    return 0 if stopping else 1
+    return 0 if stopping and started else 1
 
 
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]]) -> None:
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]]) -> bool:
+    """True once this run's API answers; False if a child died or time ran out."""
     import urllib.request
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if any(child.poll() is not None for child in children):
-            return
+            return False
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                return
+                return all(child.poll() is None for child in children)
         except OSError:
             time.sleep(0.2)
+    return False
 
 
 def _redacted(url: str) -> str:
