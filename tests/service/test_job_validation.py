@@ -136,3 +136,12 @@ def test_unlabeled_train_set_with_kd_only_is_accepted(client, auth, ids) -> None
     assert job["status"] == "succeeded", job["error"]
     assert job["summary"]["baseline"] is None  # a no-KD baseline needs labels
     assert job["summary"]["student"]["accuracy"] > 0.8
+
+
+def test_bad_student_params_fail_the_job_with_a_sentence(client, auth, ids) -> None:
+    body = job_body(ids, student={"architecture": "mlp", "params": {"hidden": "wide"}})
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 202, response.text  # the zoo lives in the workers
+    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, {"succeeded", "failed"})
+    assert job["status"] == "failed"
+    assert "hidden" in job["error"] and "internal error" not in job["error"], job["error"]
