@@ -136,9 +136,7 @@ def run_engine(
     return clock.rates(epochs * len(x))
 
 
-def run_baseline(
-    x: np.ndarray, y: np.ndarray, t: np.ndarray, epochs: int
-) -> tuple[float, float]:
+def run_baseline(x: np.ndarray, y: np.ndarray, t: np.ndarray, epochs: int) -> tuple[float, float]:
     torch.manual_seed(1)
     student = build_student("mlp", {"hidden": [32]}, (64,), 10)
     clock = Clock()

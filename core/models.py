@@ -21,7 +21,7 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -67,10 +67,15 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
-class Model(Base):
-    __tablename__ = "models"
+class Upload:
+    """Columns every uploaded resource has: owner, name, inspection status, the file."""
+
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[str]:
+        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -78,6 +83,12 @@ class Model(Base):
     filename: Mapped[str] = mapped_column(String(300), default="")
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class Model(Upload, Base):
+    __tablename__ = "models"
     # {"onnx": {"key": ..., "sha256": ..., "size_bytes": ...}, "safetensors": {...}}
     files: Mapped[dict[str, Any]] = mapped_column(default=dict)
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -85,30 +96,17 @@ class Model(Base):
     output_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     num_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     source_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_models_tenant_created", "tenant_id", "created_at", "id"),)
 
 
-class Dataset(Base):
+class Dataset(Upload, Base):
     __tablename__ = "datasets"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    format: Mapped[str] = mapped_column(String(32))
-    filename: Mapped[str] = mapped_column(String(300), default="")
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(200))
     num_samples: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     sample_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     num_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     labeled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_datasets_tenant_created", "tenant_id", "created_at", "id"),)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Delete, Select, Update, and_, delete, or_, select, update
+from sqlalchemy import Delete, Select, Update, and_, delete, func, or_, select, update
 
 from core.models import ApiKey, Job, Metric, Tenant, Worker, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, Pool
@@ -57,6 +57,15 @@ def live_workers(pool: str | None, now: datetime, timeout_s: float) -> Select[An
     if pool is not None:
         query = query.where(Worker.pool == pool)
     return query.order_by(Worker.pool, Worker.id)
+
+
+def count_live_workers(pool: str, now: datetime, timeout_s: float) -> Select[Any]:
+    return select(func.count()).select_from(live_workers(pool, now, timeout_s).subquery())
+
+
+def active_job_specs(tenant_id: str) -> Select[Any]:
+    """The specs of a tenant's queued and running jobs: what a delete must not pull from under."""
+    return select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_JOB_STATUSES))
 
 
 def all_workers() -> Select[Any]:

@@ -19,6 +19,8 @@ LOSS_PARAMS: dict[str, set[str]] = {
 }
 LOSSES_NEEDING_LABELS = {"ce"}
 STUDENT_ARCHITECTURES = ("mlp", "cnn1d")
+# The spec fields that name datasets, in the order a job uses them.
+DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 

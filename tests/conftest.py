@@ -4,6 +4,7 @@ test run (migrated by Alembic), a Redis key prefix per run, a real
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 import redis
@@ -158,6 +160,13 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An .npz file's bytes, for uploads that need no file on disk."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def new_tenant(settings: Settings) -> dict[str, str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, update
 
 from core import repository
 from core.models import Job, Metric, utcnow
@@ -51,9 +51,11 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> ClaimedJob | None:
 
 
 def live_gpu_workers(ctx: WorkerContext) -> int:
-    live = repository.live_workers(Pool.GPU.value, utcnow(), ctx.settings.heartbeat_timeout_s)
+    query = repository.count_live_workers(
+        Pool.GPU.value, utcnow(), ctx.settings.heartbeat_timeout_s
+    )
     with ctx.sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(live.subquery())) or 0)
+        return int(session.scalar(query) or 0)
 
 
 def advance(

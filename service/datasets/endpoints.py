@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from core import repository
-from core.models import Dataset, Job
-from core.queues import ACTIVE_JOB_STATUSES, Pool, ResourceStatus, TaskName
+from core.models import Dataset
+from core.queues import Pool, ResourceStatus, TaskName
+from core.spec import DATASET_FIELDS
 from service.datasets.schemas import DatasetPublic
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound, UnsupportedMediaType
@@ -17,7 +17,6 @@ from service.schemas import Page, paginate
 from service.uploads import store_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
@@ -76,9 +75,7 @@ async def get_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: str) -> Dat
 async def delete_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: str) -> Response:
     if await uow.session.scalar(repository.owned(Dataset, tenant_id, dataset_id)) is None:
         raise NotFound.of("dataset", dataset_id)
-    active = await uow.session.scalars(
-        select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-    )
+    active = await uow.session.scalars(repository.active_job_specs(tenant_id))
     if any(dataset_id in (spec.get(f) for f in DATASET_FIELDS) for spec in active):
         raise Conflict("A queued or running job uses this dataset; cancel it or wait, then delete.")
     await uow.session.execute(repository.delete_owned(Dataset, tenant_id, dataset_id))

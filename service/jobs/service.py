@@ -6,14 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import repository
 from core.config import Settings
 from core.models import Dataset, Job, Model, utcnow
 from core.queues import JobStatus, Pool, ResourceStatus, Stage
-from core.spec import JobCreate
+from core.spec import DATASET_FIELDS, JobCreate
 from service.errors import Unprocessable
 
 TEACHER_FORMATS = ("onnx", "safetensors", "torchscript", "torch_export")
@@ -91,9 +90,8 @@ async def _check_student(
 
 
 async def live_gpu_workers(session: AsyncSession, settings: Settings) -> int:
-    live = repository.live_workers(Pool.GPU.value, utcnow(), settings.heartbeat_timeout_s)
-    count = await session.scalar(select(func.count()).select_from(live.subquery()))
-    return int(count or 0)
+    query = repository.count_live_workers(Pool.GPU.value, utcnow(), settings.heartbeat_timeout_s)
+    return int(await session.scalar(query) or 0)
 
 
 async def create_job(
@@ -108,7 +106,7 @@ async def create_job(
     if teacher.format not in TEACHER_FORMATS:
         raise Unprocessable(f"Teacher '{teacher.id}' is {teacher.format}; it cannot be run.")
     datasets: dict[str, Dataset] = {}
-    for field in ("train_dataset_id", "transfer_dataset_id", "val_dataset_id"):
+    for field in DATASET_FIELDS:
         rid = getattr(body, field)
         if rid is not None:
             kind = field.removesuffix("_id").replace("_", " ")

@@ -5,11 +5,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from sqlalchemy import select
 
 from core import repository
-from core.models import Job, Model
-from core.queues import ACTIVE_JOB_STATUSES, Pool, ResourceStatus, TaskName
+from core.models import Model
+from core.queues import Pool, ResourceStatus, TaskName
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound
 from service.models import service
@@ -78,9 +77,7 @@ async def get_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> ModelPu
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> Response:
     await _get(uow, tenant_id, model_id)
-    active = await uow.session.scalars(
-        select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-    )
+    active = await uow.session.scalars(repository.active_job_specs(tenant_id))
     for spec in active:
         if model_id in (spec.get("teacher_model_id"), spec.get("student", {}).get("model_id")):
             raise Conflict(

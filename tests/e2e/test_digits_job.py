@@ -4,7 +4,6 @@ check it in ONNX Runtime against the figures the job reported."""
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from examples.digits import DigitsFiles
-from tests.conftest import wait_for
+from tests.conftest import npz_bytes, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -137,7 +136,7 @@ def test_duplicate_message_is_a_no_op(
     marker = client.post(
         "/v1/datasets",
         headers=auth,
-        files={"file": ("m.npz", _npz(x=np.zeros((2, 3), np.float32)))},
+        files={"file": ("m.npz", npz_bytes(x=np.zeros((2, 3), np.float32)))},
     )
     wait_for(client, f"/v1/datasets/{marker.json()['id']}", auth, {"ready"})
     after = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
@@ -145,12 +144,6 @@ def test_duplicate_message_is_a_no_op(
     assert after["student_model_id"] == job["student_model_id"]
     models = client.get("/v1/models", headers=auth).json()["items"]
     assert sum(m["source_job_id"] == job_id for m in models) == 1
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def test_teacher_outputs_are_computed_once(

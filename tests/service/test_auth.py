@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from fastapi.testclient import TestClient
 
 from core.config import Settings
-from tests.conftest import new_tenant
+from tests.conftest import new_tenant, npz_bytes
 
 
 def _npz() -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 0, 1]))
-    return buffer.getvalue()
+    return npz_bytes(x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 0, 1]))
 
 
 def test_missing_and_wrong_keys_are_401(client: TestClient) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -13,17 +12,15 @@ from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.models import Dataset
 from examples.digits import DigitsFiles
-from tests.conftest import wait_for
+from tests.conftest import npz_bytes, wait_for
 from tests.e2e.test_digits_job import job_body, upload
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
 def _npz_dataset(client: TestClient, auth: dict[str, str], **arrays: np.ndarray) -> dict:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
     created = client.post(
-        "/v1/datasets", headers=auth, files={"file": ("d.npz", buffer.getvalue())}
+        "/v1/datasets", headers=auth, files={"file": ("d.npz", npz_bytes(**arrays))}
     )
     return wait_for(client, f"/v1/datasets/{created.json()['id']}", auth, {"ready", "invalid"})
 

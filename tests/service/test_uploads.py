@@ -10,13 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.config import Settings
-from tests.conftest import wait_for
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+from tests.conftest import npz_bytes, wait_for
 
 
 def _zip(names: list[str]) -> bytes:
@@ -72,7 +66,7 @@ def test_oversized_upload_is_413(settings: Settings, auth: dict[str, str]) -> No
 
     small = settings.model_copy(update={"max_upload_bytes": 1000})
     with TestClient(create_app(small)) as client:
-        payload = _npz(x=np.zeros((100, 100), np.float32))  # 40 kB, under the envelope slack
+        payload = npz_bytes(x=np.zeros((100, 100), np.float32))  # 40 kB, under the envelope slack
         response = client.post("/v1/datasets", headers=auth, files={"file": ("big.npz", payload)})
         assert response.status_code == 413
         assert "1000 bytes" in response.json()["detail"]
@@ -96,7 +90,9 @@ def test_oversized_upload_is_413(settings: Settings, auth: dict[str, str]) -> No
 def test_bad_datasets_become_invalid_with_a_sentence(
     client: TestClient, auth: dict[str, str], arrays_or_bytes: object, needle: str
 ) -> None:
-    content = arrays_or_bytes if isinstance(arrays_or_bytes, bytes) else _npz(**arrays_or_bytes)
+    content = (
+        arrays_or_bytes if isinstance(arrays_or_bytes, bytes) else npz_bytes(**arrays_or_bytes)
+    )
     created = client.post("/v1/datasets", headers=auth, files={"file": ("d.npz", content)})
     assert created.status_code == 201
     row = wait_for(client, f"/v1/datasets/{created.json()['id']}", auth, {"ready", "invalid"})

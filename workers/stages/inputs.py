@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from core.models import Dataset, Model
-from core.spec import JobCreate
+from core.spec import DATASET_FIELDS, JobCreate
 from core.storage import ArtifactStore
 from distill.data import load_npz
 from distill.errors import DistillError
 from workers.context import WorkerContext
-
-DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
 
 
 @dataclass(frozen=True)
