@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     worker_device: str = "cpu"
     # Stage re-runs after a worker died mid-stage, before the job is failed.
     max_attempts: int = Field(default=3, ge=1)
+    # A queued stage whose message nobody claimed for this long is sent again, when a worker
+    # of its pool sits idle (the message was lost: broker restart, send failure).
+    resend_after_s: float = Field(default=60.0, gt=0)
+    # Training writes a checkpoint at the end of an epoch when this long has passed since the
+    # last one (0: every epoch). A re-run stage resumes from it.
+    checkpoint_every_s: float = Field(default=30.0, ge=0)
+    # How long the first response to an `Idempotency-Key` is kept for retries.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
+    # fault test can act while a short stage runs. Empty in production.
+    failpoints: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

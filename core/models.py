@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -117,19 +118,14 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]] = mapped_column()
+    # queued | running | succeeded | failed | cancelled; core.lifecycle holds the transitions.
     status: Mapped[str] = mapped_column(String(16), default="queued")
+    # The stage running now, or the one the job waits for while it is queued.
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # The stage whose task message is in flight; a task claims the job by clearing it
-    # atomically, so a duplicate or late delivery of the same message finds nothing to claim.
-    queued_stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    queued_pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    worker_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     student_model_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -137,10 +133,60 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
+    __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),)
+
+
+class JobStage(Base):
+    """One stage of one job: who holds it, how often it ran, what it produced.
+
+    A worker's claim writes a fresh `lease`; every later write for the stage
+    (heartbeat, progress, metrics, checkpoint, outputs, finish) matches on it,
+    so a worker whose claim was taken over can change nothing."""
+
+    __tablename__ = "job_stages"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer)
+    # pending | queued | running | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    worker_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    lease: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When its message was last sent: the sweeper re-sends a stage left unclaimed too long.
+    queued_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # {"<run>": {"key": <artifact key>, "epoch": <epochs done>}}: where a re-run resumes.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Artifact keys and small results the next stages read.
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
     __table_args__ = (
-        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
-        Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        UniqueConstraint("job_id", "name"),
+        Index("ix_job_stages_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_job_stages_status_queued", "status", "queued_at"),
     )
+
+
+class IdempotencyKey(Base):
+    """The first response to a request sent with an `Idempotency-Key` header,
+    returned again to a retry with the same key and the same body."""
+
+    __tablename__ = "idempotency_keys"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 over the method, path and body (an upload's file by its sha256).
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class Metric(Base):
@@ -154,7 +200,11 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_metrics_job_id", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_metrics_job_id", "job_id", "id"),
+        # One point per series and epoch, however often a stage is re-run.
+        UniqueConstraint("job_id", "name", "epoch"),
+    )
 
 
 class Worker(Base):
