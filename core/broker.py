@@ -36,8 +36,13 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_celery(settings: Settings) -> Celery:
-    app = Celery("stillhouse", broker=settings.resolved_broker_url, set_as_current=False)
+def make_celery(settings: Settings, include: list[str] | None = None) -> Celery:
+    app = Celery(
+        "stillhouse",
+        broker=settings.resolved_broker_url,
+        set_as_current=False,
+        include=include or [],
+    )
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,

@@ -36,6 +36,20 @@ class JobStatus(StrEnum):
 
 
 ACTIVE_JOB_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+FINAL_JOB_STATUSES = (
+    JobStatus.SUCCEEDED.value,
+    JobStatus.FAILED.value,
+    JobStatus.CANCELLED.value,
+)
+
+
+class StageStatus(StrEnum):
+    PENDING = "pending"  # an earlier stage has not finished
+    QUEUED = "queued"  # its message is out; no worker holds it
+    RUNNING = "running"  # a worker holds it under a lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class ResourceStatus(StrEnum):

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Delete, Select, Update, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Delete, Select, and_, delete, func, or_, select
 
-from core.models import ApiKey, Job, Metric, Tenant, Worker, utcnow
-from core.queues import ACTIVE_JOB_STATUSES, JobStatus, Pool
+from core.models import ApiKey, Job, JobStage, Metric, Tenant, Worker
+from core.queues import ACTIVE_JOB_STATUSES, Pool
+from core.stages import TRAINING_RUNS
 
 
 def tenant_by_name(name: str) -> Select[Any]:
@@ -73,51 +74,27 @@ def all_workers() -> Select[Any]:
 
 
 def resolve_pool(requested: str, live_gpu_workers: int) -> str:
-    """`auto` means the GPU pool when a live GPU worker exists, else CPU (DESIGN.md section 4)."""
+    """`auto` means the GPU pool when a live GPU worker exists, else CPU."""
     if requested != "auto":
         return requested
     return Pool.GPU.value if live_gpu_workers > 0 else Pool.CPU.value
 
 
-def claim_stage(job_id: str, stage: str, worker_id: str) -> Update:
-    """Atomic claim: only the first delivery of a stage's message matches."""
-    now = utcnow()
+def job_stages(job_ids: list[str]) -> Select[Any]:
     return (
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.queued_stage == stage,
-            Job.status.in_(ACTIVE_JOB_STATUSES),
-            Job.cancel_requested.is_(False),
-        )
-        .values(
-            queued_stage=None,
-            queued_pool=None,
-            status=JobStatus.RUNNING.value,
-            stage=stage,
-            worker_id=worker_id,
-            heartbeat_at=now,
-            attempt=Job.attempt + 1,
-        )
-        .execution_options(synchronize_session=False)
+        select(JobStage)
+        .where(JobStage.job_id.in_(job_ids))
+        .order_by(JobStage.job_id, JobStage.position)
     )
 
 
-def stale_running_jobs(now: datetime, timeout_s: float) -> Select[Any]:
-    return select(Job).where(
-        Job.status == JobStatus.RUNNING.value,
-        Job.heartbeat_at < now - timedelta(seconds=timeout_s),
+def delete_run_metrics(job_id: str, run: str, after_epoch: int) -> Delete:
+    """A resumed run's points past its checkpoint: the re-run writes them again."""
+    prefix = TRAINING_RUNS[run]
+    others = [p for p in TRAINING_RUNS.values() if p and p != prefix]
+    mine: ColumnElement[bool] = (
+        Metric.name.like(f"{prefix}%")
+        if prefix
+        else and_(*(Metric.name.not_like(f"{p}%") for p in others))
     )
-
-
-def touch_job(job_id: str, worker_id: str) -> Update:
-    return (
-        update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING.value)
-        .values(heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-
-
-def cancel_requested(job_id: str) -> Select[Any]:
-    return select(Job.cancel_requested).where(Job.id == job_id)
+    return delete(Metric).where(Metric.job_id == job_id, Metric.epoch > after_epoch, mine)

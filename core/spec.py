@@ -65,6 +65,8 @@ class TrainingSpec(BaseModel):
     lr: float = Field(default=3e-3, gt=0.0, le=10.0, allow_inf_nan=False)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Stepped once per epoch; "cosine" anneals lr to 0 over the run.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -73,8 +75,10 @@ class PlacementSpec(BaseModel):
     teacher: str = "auto"
     student: str = "auto"
     benchmark: str = "cpu"
+    # Export needs no accelerator; an operator may still send it to a named pool.
+    export: str = "cpu"
 
-    @field_validator("teacher", "student", "benchmark")
+    @field_validator("teacher", "student", "benchmark", "export")
     @classmethod
     def _pool(cls, value: str) -> str:
         if value != "auto" and not POOL_NAME.match(value):

@@ -86,9 +86,15 @@ def _build_and_load(path: str | os.PathLike, spec: dict[str, Any], device: str) 
     return model.to(device).eval()
 
 
-def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a student from the zoo with its stored spec; returns (model in eval mode, spec)."""
-    spec = read_student_spec(path)
+def load_student(
+    path: str | os.PathLike, device: str = "cpu", spec: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a student from the zoo; returns (model in eval mode, spec).
+
+    The spec comes from the file's metadata unless `spec` is given: a plain safetensors file
+    uploaded with its spec as a separate field has none, and passes inspection the same way.
+    """
+    spec = read_student_spec(path) if spec is None else _check_spec(spec)
     return _build_and_load(path, spec, device), spec
 
 

@@ -2,13 +2,15 @@
 
 Read it top to bottom: validate, move data to the device once, then per step only
 index -> forward -> loss -> backward -> step. Loss sums and accuracy counts stay on the
-device; the host syncs exactly once per epoch, at its end.
+device; the host syncs exactly once per epoch, at its end. Between epochs it may hand a
+checkpoint (distill.checkpoint) to the caller, and it can resume from one bit-exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,16 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.checkpoint import TrainState, check_resume, restore, snapshot
+from distill.checks import ValData, validate_inputs
 from distill.errors import DistillError
 from distill.losses import WeightedLoss
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
 
 # Train accuracy: keep each step's detached logits and take one argmax per epoch while the epoch's
 # logits fit in this many elements (128 MB in fp32); beyond it, one argmax kernel per step.
 KEEP_LOGITS_MAX_ELEMENTS = 2**25
-
-ValData = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
+    lr_schedule: str = "constant"  # constant | cosine (to 0 over the epochs, stepped per epoch)
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -60,6 +64,11 @@ class TrainConfig:
             raise DistillError(
                 f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}."
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DistillError(
+                f"Unknown lr_schedule {self.lr_schedule!r}; valid schedules are: "
+                f"{', '.join(LR_SCHEDULES)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,9 @@ class TrainResult:
     epochs_completed: int
     steps: int
     stopped_early: bool
-    history: list[EpochMetrics]
+    history: list[EpochMetrics]  # the epochs run by this call only
+    resumed_from_epoch: int = 0  # the checkpoint's epoch count; 0 when not resumed
+    best: dict[str, Any] | None = None  # {"epoch", "metric", "value"}; None without validation
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -101,88 +112,41 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return cls(params, **kwargs)
 
 
-def _output_width(student: nn.Module, x: np.ndarray, device: torch.device) -> int:
-    was_training = student.training
-    student.eval()
-    try:
-        with torch.no_grad():
-            sample = np.ascontiguousarray(x[:2], dtype=np.float32)
-            out = student(torch.from_numpy(sample).to(device))  # (2, C)
-    except RuntimeError as exc:
-        raise DistillError(
-            f"The student cannot take samples of shape {list(x.shape[1:])} ({exc}); build it "
-            "for the data set's sample shape."
-        ) from exc
-    finally:
-        student.train(was_training)
-    if out.ndim != 2:
-        raise DistillError(f"The student returns shape {list(out.shape)}; it must return (N, C).")
-    return int(out.shape[1])
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """None for a constant LR. Cosine: epoch e (1-based) trains at
+    lr_e = lr * (1 + cos(pi * (e - 1) / epochs)) / 2, i.e. CosineAnnealingLR(T_max=epochs)
+    stepped once per epoch; it decays smoothly with no tuning knob beyond the epoch count."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
 
 
-def _check_arrays(
-    x: np.ndarray, y: np.ndarray | None, t: np.ndarray | None, width: int, what: str
-) -> None:
-    n = len(x)
-    if y is not None:
-        if y.shape != (n,):
-            raise DistillError(
-                f"The {what} labels have shape {list(y.shape)} but there are {n} samples; give "
-                "one label per sample (-1 for unlabeled)."
-            )
-        if len(y) and (y.min() < -1 or y.max() >= width):
-            raise DistillError(
-                f"The {what} labels range over [{int(y.min())}, {int(y.max())}] but the student "
-                f"has {width} outputs; labels must be in 0..{width - 1} (-1 for unlabeled)."
-            )
-    if t is not None:
-        if t.shape != (n, width):
-            raise DistillError(
-                f"The {what} teacher logits have shape {list(t.shape)} but {n} samples and a "
-                f"student with {width} outputs need ({n}, {width}); use a student with as many "
-                "classes as the teacher."
-            )
-        if not np.isfinite(t).all():
-            raise DistillError(
-                f"The {what} teacher logits contain NaN or infinite values; check the teacher "
-                "model on this data."
-            )
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data-order seed of one epoch, a function of (seed, epoch) alone, so resuming at
+    epoch k needs no generator state. A SeedSequence hash rather than seed + epoch: torch's CPU
+    generator keeps only the low 32 bits of a seed, and (0, 2) would shuffle like (1, 1)."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1)[0])
 
 
-def _validate(
-    student: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray | None,
-    teacher_logits: np.ndarray | None,
-    loss: WeightedLoss,
-    val: ValData | None,
-    device: torch.device,
-) -> int:
-    if x.ndim < 2 or len(x) == 0:
-        raise DistillError(
-            f"The training inputs have shape {list(x.shape)}; they must be (N, ...) with N > 0."
-        )
-    width = _output_width(student, x, device)
-    _check_arrays(x, y, teacher_logits, width, "training")
-    if loss.needs_labels and (y is None or not (y >= 0).any()):
-        raise DistillError(
-            "The loss has a term that needs labels ('ce') but the training set has no labeled "
-            "sample; upload labels or drop that term."
-        )
-    if loss.needs_teacher and teacher_logits is None:
-        raise DistillError(
-            "The loss has a term that needs the teacher (e.g. 'kd') but no teacher logits were "
-            "given; attach a teacher or use only 'ce'."
-        )
-    if val is not None:
-        xv, yv, tv = val
-        if xv.shape[1:] != x.shape[1:] or len(xv) == 0:
-            raise DistillError(
-                f"The validation inputs have shape {list(xv.shape)} but training samples have "
-                f"shape {list(x.shape[1:])}; give a non-empty validation set of the same shape."
-            )
-        _check_arrays(xv, yv, tv, width, "validation")
-    return width
+def _update_best(
+    best: dict[str, Any] | None, epoch: int, values: dict[str, float]
+) -> dict[str, Any] | None:
+    """Best-so-far from the epoch's synced numbers: val_accuracy (higher is better), else
+    val_kl (lower is better). A tie keeps the earlier epoch; a NaN never wins."""
+    if "val_accuracy" in values:
+        metric, sign = "val_accuracy", 1.0
+    elif "val_kl" in values:
+        metric, sign = "val_kl", -1.0
+    else:
+        return best
+    value = values[metric]
+    if not math.isfinite(value):
+        return best
+    if best is None or best["metric"] != metric or sign * (value - best["value"]) > 0:
+        return {"epoch": epoch, "metric": metric, "value": value}
+    return best
 
 
 def _to_device(
@@ -232,13 +196,37 @@ def train(
     val: ValData | None = None,
     on_epoch_end: Callable[[EpochMetrics], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    resume: TrainState | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    checkpoint_every_s: float = 30.0,
 ) -> TrainResult:
-    """Train `student` on x (N, ...), labels y (N,) (-1 = unlabeled), teacher logits (N, C)."""
+    """Train `student` on x (N, ...), labels y (N,) (-1 = unlabeled), teacher logits (N, C).
+
+    With `resume` (a snapshot taken after epoch k) it loads the weights, optimizer, LR schedule
+    and RNG states and runs epochs k+1..epochs; on CPU the result is bit-identical to a run
+    that never stopped. At the end of an epoch other than the last, once `checkpoint_every_s`
+    have passed since the start or the last checkpoint, `on_checkpoint` gets a snapshot.
+    """
+    started = time.monotonic()
+    if not checkpoint_every_s >= 0:  # also rejects NaN
+        raise DistillError(f"checkpoint_every_s must be a number >= 0, got {checkpoint_every_s!r}.")
     device = torch.device(config.device)
     student.to(device)
-    width = _validate(student, x, y, teacher_logits, loss, val, device)
+    done = 0  # epochs completed before this call
+    if resume is not None:
+        done = check_resume(resume, config.epochs)
+        if done == config.epochs:  # nothing left to run; the student gets the final weights
+            restore(resume, student)
+            return TrainResult(
+                epochs_completed=done,
+                steps=resume.step,
+                stopped_early=False,
+                history=[],
+                resumed_from_epoch=done,
+                best=resume.best,
+            )
+    width = validate_inputs(student, x, y, teacher_logits, loss, val, device)
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)  # shuffling; CPU so it works for any device
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast: Callable[[], contextlib.AbstractContextManager] = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
@@ -264,6 +252,7 @@ def train(
         )  # (M, C)
     n, bs = len(X), config.batch_size
     optimizer = make_optimizer(student, config)
+    scheduler = make_scheduler(optimizer, config)
     term_names = loss.active_names
     steps_per_epoch = math.ceil(n / bs)
     keep_logits = n * width <= KEEP_LOGITS_MAX_ELEMENTS
@@ -271,9 +260,16 @@ def train(
     student.train()
 
     history: list[EpochMetrics] = []
-    step = 0
+    step, best = 0, None
+    if resume is not None:
+        # Last before the loop: the RNG state must be the one the next epoch started from.
+        restore(resume, student, optimizer, scheduler)
+        step, best = resume.step, resume.best
+    last_checkpoint = started
     with loss.assume_all_labeled(labeled_total == n):
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(done + 1, config.epochs + 1):
+            # A CPU generator, so the order is the same on any device.
+            gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
             perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)  # (N,)
             preds = torch.empty(n if track_preds else 0, dtype=torch.int64, device=device)  # (N,)
             step_logits: list[torch.Tensor] = []  # detached (B, C), when keep_logits
@@ -298,7 +294,9 @@ def train(
                 step_losses.append(total.detach())
                 step_losses.extend(v.detach() for v in parts.values())
                 if should_stop is not None and should_stop():
-                    return TrainResult(epoch - 1, step, True, history)
+                    return TrainResult(epoch - 1, step, True, history, done, best)
+            if scheduler is not None:
+                scheduler.step()  # host-side floats: no sync
 
             # The epoch's single host sync: training sums and validation metrics together.
             sums = torch.stack(step_losses).view(steps_per_epoch, -1).sum(dim=0)  # (1 + terms,)
@@ -325,8 +323,17 @@ def train(
             if Y is not None:
                 values["train_accuracy"] = rest.pop(0) / labeled_total
             values.update(zip(val_stats, rest, strict=True))
+            best = _update_best(best, epoch, values)
             metrics = EpochMetrics(epoch=epoch, step=step, values=values)
             history.append(metrics)
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
-    return TrainResult(config.epochs, step, False, history)
+            # One clock read per epoch; after the last epoch the caller saves the result instead.
+            if (
+                on_checkpoint is not None
+                and epoch < config.epochs
+                and time.monotonic() - last_checkpoint >= checkpoint_every_s
+            ):
+                on_checkpoint(snapshot(student, optimizer, scheduler, epoch, step, best))
+                last_checkpoint = time.monotonic()  # a slow save does not count as interval
+    return TrainResult(config.epochs, step, False, history, done, best)

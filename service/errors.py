@@ -93,3 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body("internal_error", "Stillhouse hit an internal error; it has been logged.", 500)
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code = "idempotency_key_reused"

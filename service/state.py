@@ -6,14 +6,13 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio.to_thread
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.config import Settings
-from core.queues import TaskName
+from core.dispatch import Message, send
 from core.storage import ArtifactStore
 
 
@@ -49,21 +48,20 @@ class AppState:
 
 class UnitOfWork:
     """The request's transaction plus the task messages it will send: messages
-    leave only after the commit, so a worker never sees a row that is not there."""
+    leave only after the commit, so a worker never sees a row that is not there.
+    A send the broker refuses is logged and left to the workers' sweeper: the
+    committed row is the record, so the request still succeeds."""
 
     def __init__(self, session: AsyncSession, celery: Celery) -> None:
         self.session = session
         self._celery = celery
-        self._outbox: list[tuple[str, list[Any], str]] = []
+        self._outbox: list[Message] = []
 
-    def enqueue(self, task: TaskName, args: list[Any], queue: str) -> None:
-        self._outbox.append((task.value, args, queue))
+    def enqueue(self, message: Message) -> None:
+        self._outbox.append(message)
 
     async def commit(self) -> None:
         await self.session.commit()
         outbox, self._outbox = self._outbox, []
-        for name, args, queue in outbox:
-            await anyio.to_thread.run_sync(functools.partial(self._send, name, args, queue))
-
-    def _send(self, name: str, args: list[Any], queue: str) -> None:
-        self._celery.send_task(name, args=args, queue=queue)
+        for message in outbox:
+            await anyio.to_thread.run_sync(functools.partial(send, self._celery, message))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -79,6 +80,8 @@ def settings(pg_url: str, redis_prefix: str, data_dir: Path) -> Settings:
         broker_prefix=redis_prefix,
         worker_heartbeat_s=1.0,
         heartbeat_timeout_s=8.0,
+        # Short, so the fault tests see a lost message re-sent within seconds.
+        resend_after_s=3.0,
     )
 
 
@@ -91,6 +94,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STILLHOUSE_BROKER_PREFIX": settings.broker_prefix,
         "STILLHOUSE_WORKER_HEARTBEAT_S": str(settings.worker_heartbeat_s),
         "STILLHOUSE_HEARTBEAT_TIMEOUT_S": str(settings.heartbeat_timeout_s),
+        "STILLHOUSE_RESEND_AFTER_S": str(settings.resend_after_s),
     }
 
 
@@ -102,11 +106,13 @@ def worker(settings: Settings, data_dir: Path) -> Iterator[subprocess.Popen[byte
     stop_worker(process)
 
 
-def start_worker(settings: Settings, pool: str, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, pool: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "stillhouse.cli", "worker", "--pool", pool, "--device", "cpu"],
-            env=settings_env(settings),
+            env={**settings_env(settings), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -137,20 +143,26 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+SpawnWorker = Callable[..., subprocess.Popen[bytes]]
+
+
 @pytest.fixture
-def spawn_worker(
-    settings: Settings, tmp_path: Path
-) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    """Start extra workers inside a test; every one is stopped when the test ends, pass or fail."""
+def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[SpawnWorker]:
+    """Start extra workers inside a test (`spawn(pool, settings=..., **env)`); every one is
+    stopped when the test ends, pass or fail. Its log is `worker_log(process)`."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def spawn(pool: str) -> subprocess.Popen[bytes]:
-        process = start_worker(settings, pool, tmp_path / f"worker-{len(started)}.log")
+    def spawn(pool: str, settings_: Settings | None = None, **env: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"worker-{len(started)}.log"
+        process = start_worker(settings_ or settings, pool, log, env)
+        process.log = log  # type: ignore[attr-defined]
         started.append(process)
         return process
 
     yield spawn
     for process in started:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)  # a test may leave one frozen
         stop_worker(process)
 
 

@@ -1,17 +1,19 @@
 """What one worker process holds: settings, database sessions, the artifact
-store, its identity, and the job it is running (read by the heartbeat thread)."""
+store, its identity, and the stage it holds (read by the heartbeat thread)."""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
 from core.db import make_engine, make_sessionmaker
+from core.lifecycle import Claim
 from core.storage import ArtifactStore
 
 
@@ -23,7 +25,14 @@ class WorkerContext:
     pool: str
     device: str
     worker_id: str
-    current_job_id: str | None = None
+    # The stage this process holds now; the heartbeat thread renews its lease.
+    claim: Claim | None = None
+    # Set by the heartbeat thread when the held stage's lease no longer matches.
+    lease_lost: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def current_job_id(self) -> str | None:
+        return self.claim.job_id if self.claim is not None else None
 
 
 @cache

@@ -1,6 +1,7 @@
 """The worker's heartbeat thread: it records this worker (pool, device,
-memory, versions, current job) in the database, keeps its running job's
-heartbeat fresh, and reaps jobs whose worker stopped heartbeating."""
+memory, versions, current job) in the database, renews the lease of the stage
+it holds (and stops that stage when the lease is gone), then runs the reaper
+and the sweeper."""
 
 from __future__ import annotations
 
@@ -8,20 +9,18 @@ import logging
 import platform
 import socket
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 
-from core import repository
-from core.models import Job, Worker, utcnow
-from core.queues import JobStatus, TaskName
+from core import lifecycle
+from core.models import Worker, utcnow
 from workers.context import WorkerContext, context
-from workers.jobs import live_gpu_workers
+from workers.recovery import reap, sweep
 
 log = logging.getLogger("stillhouse.worker")
-LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 _stop = threading.Event()
 
 
@@ -55,6 +54,7 @@ def versions() -> dict[str, str]:
 
 def beat(ctx: WorkerContext, facts: dict[str, Any]) -> None:
     now = utcnow()
+    claim = ctx.claim
     with ctx.sessions.begin() as session:
         row = session.get(Worker, ctx.worker_id)
         if row is None:
@@ -69,57 +69,35 @@ def beat(ctx: WorkerContext, facts: dict[str, Any]) -> None:
             session.add(row)
         row.device_name = facts.get("device_name")
         row.memory_bytes = facts.get("memory_bytes")
-        row.current_job_id = ctx.current_job_id
+        row.current_job_id = claim.job_id if claim is not None else None
         row.last_heartbeat = now
-        if ctx.current_job_id is not None:
-            session.execute(repository.touch_job(ctx.current_job_id, ctx.worker_id))
-
-
-def reap(ctx: WorkerContext) -> None:
-    """Re-queue (up to max_attempts) or fail jobs whose worker went silent."""
-    from workers.app import celery_app
-
-    resend: list[tuple[str, str, str]] = []
-    with ctx.sessions.begin() as session:
-        stale = session.scalars(
-            repository.stale_running_jobs(
-                utcnow(), ctx.settings.heartbeat_timeout_s
-            ).with_for_update(skip_locked=True)
-        )
-        for job in stale:
-            if job.attempt < ctx.settings.max_attempts and job.stage and job.queued_stage is None:
-                placement = job.spec.get("placement", {}).get(
-                    "teacher" if job.stage == "teacher_inference" else "student", "auto"
-                )
-                pool = repository.resolve_pool(placement, live_gpu_workers(ctx))
-                job.status, job.queued_stage, job.queued_pool = (
-                    JobStatus.QUEUED.value,
-                    job.stage,
-                    pool,
-                )
-                resend.append((job.id, job.stage, pool))
-                log.warning("job %s: worker %s went silent; re-queued", job.id, job.worker_id)
-            else:
-                job.status = JobStatus.FAILED.value
-                job.finished_at = utcnow()
-                job.error = (
-                    f"The worker running stage {job.stage} stopped responding "
-                    f"{job.attempt} time(s) (crashed or out of memory); resubmit the job, "
-                    "perhaps with a smaller batch size."
-                )
-    for job_id, stage, pool in resend:
-        celery_app.send_task(TaskName.RUN_STAGE.value, args=[job_id, stage], queue=pool)
+    if claim is not None:
+        with ctx.sessions.begin() as session:
+            held = lifecycle.heartbeat(session, claim.stage_id, claim.lease)
+        if not held and ctx.claim is claim:
+            log.warning(
+                "job %s: stage %s was taken from this worker (it was silent too long, or the "
+                "job ended); stopping it",
+                claim.job_id,
+                claim.stage,
+            )
+            ctx.lease_lost.set()
 
 
 def _loop(ctx: WorkerContext) -> None:
     facts = {**device_facts(ctx.device), "versions": versions()}
     while not _stop.is_set():
-        try:
-            beat(ctx, facts)
-            reap(ctx)
-        except Exception:  # keep beating through a database blip
-            log.exception("heartbeat failed")
+        _safely(beat, ctx, facts)
+        _safely(reap, ctx)
+        _safely(sweep, ctx)
         _stop.wait(ctx.settings.worker_heartbeat_s)
+
+
+def _safely(step: Callable[..., None], *args: Any) -> None:
+    try:
+        step(*args)
+    except Exception:  # keep beating through a database or broker blip
+        log.exception("heartbeat step %s failed", step.__name__)
 
 
 @worker_ready.connect
@@ -134,9 +112,8 @@ def start_heartbeat(**_: Any) -> None:
 def stop_heartbeat(**_: Any) -> None:
     _stop.set()
     ctx = context()
+    claim = ctx.claim
     with ctx.sessions.begin() as session:
         session.execute(delete(Worker).where(Worker.id == ctx.worker_id))
-        if ctx.current_job_id is not None:  # let the next reaper re-queue it at once
-            session.execute(
-                update(Job).where(Job.id == ctx.current_job_id).values(heartbeat_at=LONG_AGO)
-            )
+        if claim is not None:  # let the next reaper re-queue its stage at once
+            lifecycle.release(session, claim)

@@ -1,68 +1,95 @@
-"""One task runs any stage of a job: claim it, run it, and turn whatever goes
-wrong into a job status with a sentence. The stage functions hand the job on."""
+"""One task runs any stage of a job: claim it under a lease, run it, and turn
+whatever happens into a transition of core.lifecycle with a sentence. The
+next stage's message leaves only after the commit that queues it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from core.queues import JobStatus, Stage, TaskName
+from core.lifecycle import Claim, LeaseLost
+from core.queues import Stage, TaskName
+from core.stages import PIPELINE
 from distill.errors import DistillError
+from workers import jobs
 from workers.context import WorkerContext, context
-from workers.jobs import CancelCheck, ClaimedJob, JobCancelled, claim, finish
+from workers.failpoints import failpoint
+from workers.jobs import JobCancelled, StopCheck
+from workers.stages.evaluation import run_evaluation
+from workers.stages.export import run_export
+from workers.stages.result import StageResult
 from workers.stages.teacher import run_teacher_inference
 from workers.stages.training import run_training
 from workers.task import TRANSIENT, stillhouse_task
 
 log = logging.getLogger("stillhouse.worker")
 
-StageFn = Callable[[WorkerContext, ClaimedJob, CancelCheck], None]
-STAGES: dict[str, StageFn] = {
+StageFn = Callable[[WorkerContext, Claim, StopCheck], StageResult]
+RUNNERS: dict[str, StageFn] = {
     Stage.TEACHER_INFERENCE.value: run_teacher_inference,
     Stage.TRAINING.value: run_training,
+    Stage.EVALUATION.value: run_evaluation,
+    Stage.EXPORT.value: run_export,
 }
+assert set(RUNNERS) == {d.name.value for d in PIPELINE}, "every stage in PIPELINE needs a runner"
 
 
 @stillhouse_task(TaskName.RUN_STAGE, max_retries=2)
 def run_stage(job_id: str, stage: str) -> None:
     ctx = context()
-    run = STAGES.get(stage)
+    run = RUNNERS.get(stage)
     if run is None:
         log.error("job %s: unknown stage %r; message dropped", job_id, stage)
         return
-    job = claim(ctx, job_id, stage)
-    if job is None:
-        log.info("job %s: stage %s already claimed, finished or cancelled", job_id, stage)
+    claim = jobs.claim(ctx, job_id, stage)
+    if claim is None:
+        log.info("job %s: stage %s is not waiting (done, held or cancelled)", job_id, stage)
         return
-    ctx.current_job_id = job_id
+    ctx.lease_lost.clear()
+    ctx.claim = claim
     try:
-        run(ctx, job, CancelCheck(ctx, job_id))
-    except JobCancelled:
-        finish(ctx, job_id, JobStatus.CANCELLED)
-    except DistillError as exc:
-        finish(ctx, job_id, JobStatus.FAILED, error=str(exc))
-    except MemoryError:
-        finish(
-            ctx,
-            job_id,
-            JobStatus.FAILED,
-            error=(
-                f"The worker ran out of memory in stage {stage}; use a smaller batch size or "
-                "student, or place the stage on a pool with more memory."
-            ),
-        )
-    except TRANSIENT:
-        raise  # the database or broker blinked: the reaper re-queues the stage
-    except Exception as exc:
-        log.exception("job %s: stage %s failed", job_id, stage)
-        finish(
-            ctx,
-            job_id,
-            JobStatus.FAILED,
-            error=(
-                f"Stillhouse hit an internal error in stage {stage} ({type(exc).__name__}: {exc}); "
-                "it has been logged."
-            ),
-        )
+        _run(ctx, claim, run)
     finally:
-        ctx.current_job_id = None
+        ctx.claim = None
+
+
+def _run(ctx: WorkerContext, claim: Claim, run: StageFn) -> None:
+    check = StopCheck(ctx, claim)
+    stage = claim.stage
+    try:
+        failpoint(ctx.settings.failpoints, claim, check)
+        result = run(ctx, claim, check)
+        jobs.complete(ctx, claim, result.outputs, result.student, result.summary)
+    except LeaseLost as exc:
+        # Another worker holds the stage now (this one was silent past the timeout),
+        # or the job ended: write nothing more for it.
+        log.warning("job %s: stopping stage %s without writing: %s", claim.job_id, stage, exc)
+    except JobCancelled:
+        _settle(ctx, claim, lambda: jobs.cancel(ctx, claim))
+    except DistillError as exc:
+        sentence = str(exc)
+        _settle(ctx, claim, lambda: jobs.fail(ctx, claim, sentence))
+    except MemoryError:
+        error = (
+            f"The worker ran out of memory in stage {stage}; use a smaller batch size or "
+            "student, or place the stage on a pool with more memory."
+        )
+        _settle(ctx, claim, lambda: jobs.fail(ctx, claim, error))
+    except TRANSIENT:
+        # The database or broker blinked: the stage stays claimed, its heartbeat stops
+        # with this task, and the reaper re-queues it after the timeout.
+        log.exception("job %s: stage %s hit an infrastructure error", claim.job_id, stage)
+    except Exception as exc:
+        log.exception("job %s: stage %s failed", claim.job_id, stage)
+        error = (
+            f"Stillhouse hit an internal error in stage {stage} ({type(exc).__name__}: {exc}); "
+            "it has been logged."
+        )
+        _settle(ctx, claim, lambda: jobs.fail(ctx, claim, error))
+
+
+def _settle(ctx: WorkerContext, claim: Claim, end: Callable[[], None]) -> None:
+    try:
+        end()
+    except LeaseLost as exc:
+        log.warning("job %s: not ending stage %s: %s", claim.job_id, claim.stage, exc)

@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from core.queues import TaskName
+from workers.app import celery_app
 
 log = logging.getLogger("stillhouse.worker")
 
@@ -23,8 +24,6 @@ TRANSIENT = (OperationalError, BrokerError, ConnectionError)
 def stillhouse_task(
     name: TaskName, *, max_retries: int, time_limit: int | None = None
 ) -> Callable[[Callable[..., None]], Any]:
-    from workers.app import celery_app
-
     def decorate(fn: Callable[..., None]) -> Any:
         @functools.wraps(fn)
         def logged(*args: Any) -> None:

@@ -4,15 +4,17 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from core import repository
+from core.dispatch import inspect_message
 from core.models import Dataset
-from core.queues import Pool, ResourceStatus, TaskName
+from core.queues import ResourceStatus, TaskName
 from core.spec import DATASET_FIELDS
 from service.datasets.schemas import DatasetPublic
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound, UnsupportedMediaType
+from service.idempotency import IdempotencyDep, upload_meaning
 from service.schemas import Page, paginate
 from service.uploads import store_upload
 
@@ -25,9 +27,10 @@ async def upload_dataset(
     tenant_id: TenantDep,
     settings: SettingsDep,
     store: StoreDep,
+    idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description=".npz with 'x' and optional 'y'")],
     name: Annotated[str | None, Form(max_length=200)] = None,
-) -> DatasetPublic:
+) -> DatasetPublic | JSONResponse:
     filename = file.filename or ""
     if PurePosixPath(filename.lower()).suffix != ".npz":
         raise UnsupportedMediaType(
@@ -35,6 +38,9 @@ async def upload_dataset(
             "with an array 'x' (float, shape (N, ...)) and optionally 'y' (integer class ids)."
         )
     stored = await store_upload(file, store, settings.max_upload_bytes)
+    replayed = await idem.replay(uow, upload_meaning(name, None, stored))
+    if replayed is not None:
+        return replayed
     row = Dataset(
         tenant_id=tenant_id,
         name=name or filename.rsplit(".", 1)[0] or "dataset",
@@ -47,9 +53,8 @@ async def upload_dataset(
     )
     uow.session.add(row)
     await uow.session.flush()
-    uow.enqueue(TaskName.INSPECT_DATASET, [row.id], Pool.CPU.value)
-    await uow.commit()
-    return DatasetPublic.model_validate(row)
+    uow.enqueue(inspect_message(TaskName.INSPECT_DATASET, row.id))
+    return await idem.commit(uow, DatasetPublic.model_validate(row), status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=Page[DatasetPublic])

@@ -3,14 +3,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from sqlalchemy import update
+from fastapi.responses import JSONResponse
 
-from core import repository
-from core.models import Job, utcnow
-from core.queues import JobStatus, TaskName
+from core import lifecycle, repository
+from core.models import Job, JobStage
+from core.queues import JobStatus, StageStatus
 from core.spec import JobCreate
 from service.deps import SettingsDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound
+from service.idempotency import IdempotencyDep
 from service.jobs import service
 from service.jobs.schemas import JobPublic, MetricPoint
 from service.schemas import Page, paginate
@@ -20,13 +21,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
 async def create_job(
-    uow: UowDep, tenant_id: TenantDep, settings: SettingsDep, body: JobCreate
-) -> JobPublic:
-    job = await service.create_job(uow.session, tenant_id, body, settings)
-    assert job.queued_stage is not None and job.queued_pool is not None
-    uow.enqueue(TaskName.RUN_STAGE, [job.id, job.queued_stage], job.queued_pool)
-    await uow.commit()
-    return JobPublic.model_validate(job)
+    uow: UowDep, tenant_id: TenantDep, settings: SettingsDep, body: JobCreate, idem: IdempotencyDep
+) -> JobPublic | JSONResponse:
+    replayed = await idem.replay(uow, body.model_dump(mode="json"))
+    if replayed is not None:
+        return replayed
+    job, stages, message = await service.create_job(uow.session, tenant_id, body, settings)
+    uow.enqueue(message)
+    return await idem.commit(uow, JobPublic.of(job, stages), status.HTTP_202_ACCEPTED)
 
 
 @router.get("", response_model=Page[JobPublic])
@@ -37,7 +39,10 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> Page[JobPublic]:
     rows, next_cursor = await paginate(uow.session, Job, tenant_id, limit, cursor)
-    return Page(items=[JobPublic.model_validate(r) for r in rows], next_cursor=next_cursor)
+    stages = await _stages(uow, [r.id for r in rows])
+    return Page(
+        items=[JobPublic.of(r, stages.get(r.id, [])) for r in rows], next_cursor=next_cursor
+    )
 
 
 async def _get(uow: UowDep, tenant_id: str, job_id: str) -> Job:
@@ -47,9 +52,21 @@ async def _get(uow: UowDep, tenant_id: str, job_id: str) -> Job:
     return row
 
 
+async def _stages(uow: UowDep, job_ids: list[str]) -> dict[str, list[JobStage]]:
+    by_job: dict[str, list[JobStage]] = {}
+    if job_ids:
+        for stage in await uow.session.scalars(repository.job_stages(job_ids)):
+            by_job.setdefault(stage.job_id, []).append(stage)
+    return by_job
+
+
+async def _public(uow: UowDep, job: Job) -> JobPublic:
+    return JobPublic.of(job, (await _stages(uow, [job.id])).get(job.id, []))
+
+
 @router.get("/{job_id}", response_model=JobPublic)
 async def get_job(uow: UowDep, tenant_id: TenantDep, job_id: str) -> JobPublic:
-    return JobPublic.model_validate(await _get(uow, tenant_id, job_id))
+    return await _public(uow, await _get(uow, tenant_id, job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricPoint])
@@ -67,27 +84,14 @@ async def job_metrics(
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 async def cancel_job(uow: UowDep, tenant_id: TenantDep, job_id: str) -> JobPublic:
     job = await _get(uow, tenant_id, job_id)
-    where = (Job.id == job_id, Job.tenant_id == tenant_id)
-    # Two atomic updates: a queued job is cancelled at once; a running one is
-    # flagged and its worker stops at its next check (within about a second).
-    queued = await uow.session.execute(
-        update(Job)
-        .where(*where, Job.status == JobStatus.QUEUED.value)
-        .values(
-            status=JobStatus.CANCELLED.value,
-            cancel_requested=True,
-            queued_stage=None,
-            finished_at=utcnow(),
-        )
-    )
-    if queued.rowcount == 0:  # type: ignore[attr-defined]
-        running = await uow.session.execute(
-            update(Job)
-            .where(*where, Job.status == JobStatus.RUNNING.value)
-            .values(cancel_requested=True)
-        )
-        if running.rowcount == 0 and job.status != JobStatus.CANCELLED.value:  # type: ignore[attr-defined]
-            raise Conflict(f"Job '{job_id}' has already {job.status}; there is nothing to cancel.")
+    after = await uow.session.scalar(lifecycle.request_cancel(job_id, tenant_id))
+    if after == JobStatus.CANCELLED.value:
+        await uow.session.execute(lifecycle.close_open_stages(job_id, StageStatus.CANCELLED))
+    elif after is None:
+        await uow.session.refresh(job)
+        if job.status == JobStatus.CANCELLED.value:  # cancelling twice is no error
+            return await _public(uow, job)
+        raise Conflict(f"Job '{job_id}' has already {job.status}; there is nothing to cancel.")
     await uow.commit()
     await uow.session.refresh(job)
-    return JobPublic.model_validate(job)
+    return await _public(uow, job)

@@ -8,11 +8,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import repository
+from core import lifecycle, repository
 from core.config import Settings
-from core.models import Dataset, Job, Model, utcnow
-from core.queues import JobStatus, Pool, ResourceStatus, Stage
+from core.dispatch import Message, stage_message
+from core.models import Dataset, Job, JobStage, Model, new_id, utcnow
+from core.queues import JobStatus, Pool, ResourceStatus
 from core.spec import DATASET_FIELDS, JobCreate
+from core.stages import PIPELINE
 from service.errors import Unprocessable
 
 TEACHER_FORMATS = ("onnx", "safetensors", "torchscript", "torch_export")
@@ -96,7 +98,8 @@ async def live_gpu_workers(session: AsyncSession, settings: Settings) -> int:
 
 async def create_job(
     session: AsyncSession, tenant_id: str, body: JobCreate, settings: Settings
-) -> Job:
+) -> tuple[Job, list[JobStage], Message]:
+    """The job row, its stage rows (the first queued), and the first stage's message."""
     if body.training.epochs > settings.max_epochs:
         raise Unprocessable(
             f"training.epochs is {body.training.epochs} but this server allows at most "
@@ -113,17 +116,22 @@ async def create_job(
             datasets[field] = await _ready(session, Dataset, kind, tenant_id, rid)
     _check_fit(body, teacher, datasets)
     await _check_student(session, tenant_id, body, teacher, datasets["train_dataset_id"])
+    spec = body.model_dump(mode="json", exclude_none=True)
+    first = PIPELINE[0]
     pool = repository.resolve_pool(
-        body.placement.teacher, await live_gpu_workers(session, settings)
+        first.requested_pool(spec), await live_gpu_workers(session, settings)
     )
     job = Job(
+        id=new_id(),
         tenant_id=tenant_id,
         name=body.name,
-        spec=body.model_dump(mode="json", exclude_none=True),
+        spec=spec,
         status=JobStatus.QUEUED.value,
-        queued_stage=Stage.TEACHER_INFERENCE.value,
-        queued_pool=pool,
+        stage=first.name.value,
     )
     session.add(job)
+    await session.flush()  # the stages reference the job row
+    stages = lifecycle.new_stages(job.id, pool)
+    session.add_all(stages)
     await session.flush()
-    return job
+    return job, stages, stage_message(job.id, first.name.value, pool)

@@ -4,13 +4,15 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from core import repository
+from core.dispatch import inspect_message
 from core.models import Model
-from core.queues import Pool, ResourceStatus, TaskName
+from core.queues import ResourceStatus, TaskName
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound
+from service.idempotency import IdempotencyDep, upload_meaning
 from service.models import service
 from service.models.schemas import ModelPublic
 from service.schemas import Page, paginate
@@ -25,14 +27,18 @@ async def upload_model(
     tenant_id: TenantDep,
     settings: SettingsDep,
     store: StoreDep,
+    idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description=service.ACCEPTED)],
     name: Annotated[str | None, Form(max_length=200)] = None,
     spec: Annotated[str | None, Form(description="zoo spec JSON, for safetensors")] = None,
-) -> ModelPublic:
+) -> ModelPublic | JSONResponse:
     filename = file.filename or ""
     fmt = service.detect_format(filename, file.file, settings)
     parsed_spec = service.parse_spec(spec)
     stored = await store_upload(file, store, settings.max_upload_bytes)
+    replayed = await idem.replay(uow, upload_meaning(name, spec, stored))
+    if replayed is not None:
+        return replayed
     row = Model(
         tenant_id=tenant_id,
         name=name or filename.rsplit(".", 1)[0] or "model",
@@ -46,9 +52,8 @@ async def upload_model(
     )
     uow.session.add(row)
     await uow.session.flush()
-    uow.enqueue(TaskName.INSPECT_MODEL, [row.id], Pool.CPU.value)
-    await uow.commit()
-    return ModelPublic.of(row)
+    uow.enqueue(inspect_message(TaskName.INSPECT_MODEL, row.id))
+    return await idem.commit(uow, ModelPublic.of(row), status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=Page[ModelPublic])

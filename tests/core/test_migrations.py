@@ -16,7 +16,17 @@ from core.migrate import downgrade, upgrade
 from core.models import Base
 from tests.conftest import PG_ADMIN
 
-TABLES = {"job_stages", "idempotency_keys", "tenants", "api_keys", "models", "datasets", "jobs", "metrics", "workers"}
+TABLES = {
+    "job_stages",
+    "idempotency_keys",
+    "tenants",
+    "api_keys",
+    "models",
+    "datasets",
+    "jobs",
+    "metrics",
+    "workers",
+}
 
 
 def _round_trip(url: str) -> None:

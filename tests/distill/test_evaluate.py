@@ -51,4 +51,6 @@ def test_predict_logits_eval_mode_and_batches() -> None:
     a = predict_logits(model, x, batch_size=3)
     b = predict_logits(model, x, batch_size=100)
     assert a.shape == (10, 3) and a.dtype == np.float32
-    np.testing.assert_allclose(a, b, rtol=1e-6)  # dropout off in eval mode
+    # Dropout is off in eval mode, so only float32 rounding differs between batch sizes; an
+    # absolute tolerance too, since relative alone fails on logits near zero.
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)

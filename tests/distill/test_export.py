@@ -94,7 +94,9 @@ def test_fixed_batch_teacher_pads(tmp_path: Path) -> None:
     assert info.input_shape == [4, 3] and info.output_shape == [4, 2] and info.num_params == 6
     x = np.arange(15, dtype=np.float32).reshape(5, 3)
     logits = OnnxTeacher(path).predict_logits(x, batch_size=1024)
-    np.testing.assert_allclose(logits, np.stack([x[:, 0] + x[:, 2], x[:, 1] + x[:, 2]], 1))
+    np.testing.assert_allclose(
+        logits, np.stack([x[:, 0] + x[:, 2], x[:, 1] + x[:, 2]], 1), atol=1e-5
+    )
 
 
 def test_bad_onnx_files(tmp_path: Path) -> None:
@@ -141,3 +143,23 @@ def test_safetensors_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"garbage")
     with pytest.raises(DistillError, match="not a readable safetensors file"):
         read_student_spec(junk)
+
+
+def test_load_plain_safetensors_with_explicit_spec(tmp_path: Path) -> None:
+    # An upload with its spec in a separate form field: no metadata in the file itself.
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    torch.manual_seed(0)
+    original = build_student("mlp", {"hidden": [8]}, (4,), 3).eval()
+    save_file(original.state_dict(), str(plain))
+    spec = {"architecture": "mlp", "params": {"hidden": [8]}, "input_shape": [4], "num_classes": 3}
+    model, got = load_student(plain, spec=dict(spec, extra="dropped"))
+    assert got == spec and not model.training
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        assert torch.equal(model(x), original(x))
+    with pytest.raises(DistillError, match="must be an object with architecture"):
+        load_student(plain, spec={"architecture": "mlp"})
+    with pytest.raises(DistillError, match="tensor 'net.1.weight' has shape"):
+        load_student(plain, spec=dict(spec, params={"hidden": [9]}))

@@ -32,7 +32,7 @@ def test_kd_matches_hinton_formula() -> None:
     expected = temp**2 * expected / len(S)
     s, t = tensors()
     got = LOSSES["kd"](temperature=temp)(s, t, None)
-    assert got.item() == pytest.approx(expected, rel=1e-5)
+    assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_kd_is_zero_when_student_equals_teacher() -> None:
@@ -44,7 +44,9 @@ def test_ce_ignores_unlabeled_rows() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 3.0, 2.0]])
     labels = torch.tensor([0, -1, 2])
     expected = (-math.log(softmax([2.0, 1.0, 0.0])[0]) - math.log(softmax([1.0, 3.0, 2.0])[2])) / 2
-    assert LOSSES["ce"]()(logits, None, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert LOSSES["ce"]()(logits, None, labels).item() == pytest.approx(
+        expected, rel=1e-6, abs=1e-6
+    )
 
 
 def test_ce_all_unlabeled_batch_is_exactly_zero_with_zero_grad() -> None:
@@ -61,23 +63,25 @@ def test_ce_fast_path_equals_masked_path_when_all_labeled() -> None:
     masked, _ = loss(logits, None, labels)
     with loss.assume_all_labeled(True):
         fast, _ = loss(logits, None, labels)
-    assert fast.item() == pytest.approx(masked.item(), rel=1e-6)
+    assert fast.item() == pytest.approx(masked.item(), rel=1e-6, abs=1e-6)
     assert not loss.terms[0][2].all_labeled  # restored on exit
     expected = (-math.log(softmax(S[0])[2]) - math.log(softmax(S[1])[0])) / 2
-    assert fast.item() == pytest.approx(expected, rel=1e-6)
+    assert fast.item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_hard_uses_teacher_argmax() -> None:
     # Teacher argmax: row 0 -> class 0, row 1 -> class 2.
     expected = (-math.log(softmax(S[0])[0]) - math.log(softmax(S[1])[2])) / 2
     s, t = tensors()
-    assert LOSSES["hard"]()(s, t, None).item() == pytest.approx(expected, rel=1e-6)
+    assert LOSSES["hard"]()(s, t, None).item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_mse_logits() -> None:
     diffs = [(a - b) ** 2 for sr, tr in zip(S, T, strict=True) for a, b in zip(sr, tr, strict=True)]
     s, t = tensors()
-    assert LOSSES["mse_logits"]()(s, t, None).item() == pytest.approx(sum(diffs) / 6, rel=1e-6)
+    assert LOSSES["mse_logits"]()(s, t, None).item() == pytest.approx(
+        sum(diffs) / 6, rel=1e-6, abs=1e-6
+    )
 
 
 def test_weighted_sum_and_parts() -> None:
@@ -92,8 +96,10 @@ def test_weighted_sum_and_parts() -> None:
     )
     total, parts = loss(s, t, labels)
     assert set(parts) == {"kd", "ce"}  # zero-weight terms are not computed
-    assert parts["ce"].item() == pytest.approx(-math.log(softmax(S[0])[2]), rel=1e-6)
-    assert total.item() == pytest.approx(0.9 * parts["kd"].item() + 0.1 * parts["ce"].item())
+    assert parts["ce"].item() == pytest.approx(-math.log(softmax(S[0])[2]), rel=1e-6, abs=1e-6)
+    assert total.item() == pytest.approx(
+        0.9 * parts["kd"].item() + 0.1 * parts["ce"].item(), rel=1e-6, abs=1e-6
+    )
     assert loss.needs_labels and loss.needs_teacher
 
 

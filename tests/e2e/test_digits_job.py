@@ -70,6 +70,14 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
     job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, FINISHED)
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"] == 1.0 and job["epoch"] == 30
+    assert [s["name"] for s in job["stages"]] == [
+        "teacher_inference",
+        "training",
+        "evaluation",
+        "export",
+    ]
+    assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in job["stages"])
+    assert job["stages"][1]["resumed_from_epoch"] == 0
     summary = job["summary"]
     teacher_acc, student_acc = summary["teacher"]["accuracy"], summary["student"]["accuracy"]
     assert abs(teacher_acc - digits.teacher_val_accuracy) < 1e-6
@@ -130,7 +138,7 @@ def test_duplicate_message_is_a_no_op(
     job = wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED)
     assert job["status"] == "succeeded"
     celery = make_celery(settings)
-    for stage in ("teacher_inference", "training"):
+    for stage in ("teacher_inference", "training", "evaluation", "export"):
         celery.send_task("stillhouse.run_stage", args=[job_id, stage], queue="cpu")
     # A marker task behind the duplicates: once it is done, they have been consumed.
     marker = client.post(
@@ -140,7 +148,7 @@ def test_duplicate_message_is_a_no_op(
     )
     wait_for(client, f"/v1/datasets/{marker.json()['id']}", auth, {"ready"})
     after = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
-    assert after["status"] == "succeeded" and after["attempt"] == job["attempt"]
+    assert after["status"] == "succeeded" and after["stages"] == job["stages"]
     assert after["student_model_id"] == job["student_model_id"]
     models = client.get("/v1/models", headers=auth).json()["items"]
     assert sum(m["source_job_id"] == job_id for m in models) == 1

@@ -1,51 +1,97 @@
-"""Save the trained student as safetensors + spec and as ONNX, store both and
-register them as one model row owned by the job's tenant."""
+"""Stage 4: export the trained student to ONNX and register it, with its
+safetensors weights, as one model row owned by the job's tenant. The row is
+inserted in the same fenced transaction that finishes the job, so a job has
+one student or none, however often this stage runs."""
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from core.lifecycle import Claim, Student
 from core.models import Model
-from core.queues import ResourceStatus
-from distill.export import export_onnx, save_student
+from core.queues import ResourceStatus, Stage
+from distill.export import export_onnx
 from distill.students import count_params
 from workers.context import WorkerContext
-from workers.jobs import ClaimedJob
+from workers.jobs import StopCheck
+from workers.stages.inputs import load_inputs, load_weights
+from workers.stages.result import StageResult
 
 
-def register_student(
-    ctx: WorkerContext, job: ClaimedJob, student: torch.nn.Module, spec: dict[str, Any]
-) -> tuple[str, dict[str, int]]:
+def student_id(job_id: str) -> str:
+    """One id per job: a second insert of the same student would hit the primary key."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stillhouse:job:{job_id}:student"))
+
+
+def _file_entry(ctx: WorkerContext, key: str) -> dict[str, Any]:
+    return {"key": key, "sha256": key.rsplit("/", 1)[-1], "size_bytes": ctx.store.size(key)}
+
+
+def run_export(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
+    trained, evaluated = claim.inputs[Stage.TRAINING.value], claim.inputs[Stage.EVALUATION.value]
+    spec: dict[str, Any] = trained["spec"]
+    model, _ = load_weights(ctx, trained["student"]["weights"])
     with tempfile.TemporaryDirectory() as tmp:
-        weights, graph = Path(tmp) / "student.safetensors", Path(tmp) / "student.onnx"
-        save_student(student, weights, spec)
-        export_onnx(student, tuple(spec["input_shape"]), graph)
-        files: dict[str, dict[str, Any]] = {}
-        for fmt, path in (("safetensors", weights), ("onnx", graph)):
-            key, sha, size = ctx.store.put_file(path)
-            files[fmt] = {"key": key, "sha256": sha, "size_bytes": size}
-    num_params = count_params(student)
-    with ctx.sessions.begin() as session:
-        row = Model(
-            tenant_id=job.tenant_id,
-            name=f"{job.name}-student",
-            status=ResourceStatus.READY.value,
-            format="safetensors",
-            filename=f"{job.name}-student.safetensors",
-            sha256=files["safetensors"]["sha256"],
-            size_bytes=files["safetensors"]["size_bytes"],
-            files=files,
-            spec=spec,
-            input_shape=[None, *spec["input_shape"]],
-            output_shape=[None, spec["num_classes"]],
-            num_params=num_params,
-            source_job_id=job.id,
-        )
-        session.add(row)
-        session.flush()
-        model_id = row.id
-    return model_id, {"num_params": num_params, "onnx_bytes": int(files["onnx"]["size_bytes"])}
+        graph = Path(tmp) / "student.onnx"
+        export_onnx(model.cpu(), tuple(spec["input_shape"]), graph)
+        onnx_key, _, _ = ctx.store.put_file(graph)
+    files = {
+        "safetensors": _file_entry(ctx, trained["student"]["weights"]),
+        "onnx": _file_entry(ctx, onnx_key),
+    }
+    check.raise_if_stopped()
+    num_params = count_params(model)
+    student = Student(
+        id=student_id(claim.job_id),
+        values={
+            "tenant_id": claim.tenant_id,
+            "name": f"{claim.job_name}-student",
+            "status": ResourceStatus.READY.value,
+            "format": "safetensors",
+            "filename": f"{claim.job_name}-student.safetensors",
+            "sha256": files["safetensors"]["sha256"],
+            "size_bytes": files["safetensors"]["size_bytes"],
+            "files": files,
+            "spec": spec,
+            "input_shape": [None, *spec["input_shape"]],
+            "output_shape": [None, spec["num_classes"]],
+            "num_params": num_params,
+            "source_job_id": claim.job_id,
+        },
+    )
+    teacher = load_inputs(ctx, claim.spec).teacher
+    summary = _summary(teacher, trained, evaluated, num_params, files["onnx"]["size_bytes"])
+    return StageResult(outputs={"onnx": onnx_key}, student=student, summary=summary)
+
+
+def _summary(
+    teacher: Model,
+    trained: dict[str, Any],
+    evaluated: dict[str, Any],
+    num_params: int,
+    onnx_bytes: int,
+) -> dict[str, Any]:
+    return {
+        "teacher": {
+            **evaluated["teacher"],
+            "num_params": teacher.num_params,
+            "size_bytes": teacher.size_bytes,
+        },
+        "student": {**evaluated["student"], "num_params": num_params, "size_bytes": onnx_bytes},
+        "baseline": evaluated.get("baseline"),
+        "val_source": evaluated["val_source"],
+        "val_samples": evaluated["val_samples"],
+        "train_samples": trained["train_samples"],
+        "labeled_train_samples": trained["labeled_train_samples"],
+        "epochs": trained["epochs"],
+        "steps": trained["steps"],
+        "best": trained["student"].get("best"),
+        "resumed_from_epoch": trained["resumed_from_epoch"],
+        "training_seconds": trained["training_seconds"],
+        "compression_ratio": (
+            round(teacher.num_params / num_params, 3) if teacher.num_params else None
+        ),
+    }

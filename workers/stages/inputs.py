@@ -1,19 +1,27 @@
-"""Loading what a job names: its spec, rows, arrays and the cached teacher outputs."""
+"""Loading what a job names: its spec, rows, arrays, the teacher outputs the
+first stage recorded, and the weights the training stage recorded."""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch import nn
 
+from core.lifecycle import Claim
 from core.models import Dataset, Model
+from core.queues import Stage
 from core.spec import DATASET_FIELDS, JobCreate
 from core.storage import ArtifactStore
 from distill.data import load_npz
 from distill.errors import DistillError
+from distill.export import load_student, save_student
 from workers.context import WorkerContext
+
+HOLDOUT_FRACTION = 0.1  # of the train set, when the job names no validation set
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,19 @@ class JobInputs:
     spec: JobCreate
     teacher: Model
     datasets: dict[str, Dataset]  # keyed by the spec field that names it
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """Training and validation arrays; unlabeled rows carry label -1."""
+
+    x: np.ndarray  # (N, ...)
+    y: np.ndarray  # (N,)
+    t: np.ndarray  # (N, C) teacher logits
+    x_val: np.ndarray  # (M, ...)
+    y_val: np.ndarray | None  # (M,)
+    t_val: np.ndarray  # (M, C)
+    val_source: str
 
 
 def load_inputs(ctx: WorkerContext, raw_spec: dict[str, object]) -> JobInputs:
@@ -54,9 +75,16 @@ def load_arrays(store: ArtifactStore, dataset: Dataset) -> tuple[np.ndarray, np.
     return load_npz(store.local_path(dataset.storage_key))
 
 
-def load_logits(store: ArtifactStore, teacher: Model, dataset: Dataset) -> np.ndarray:
-    key = logits_key(teacher.sha256, dataset.sha256)
-    if not store.exists(key):
+def save_logits(store: ArtifactStore, key: str, logits: np.ndarray) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "logits.npy"
+        np.save(path, logits)
+        store.put_named(key, path)
+
+
+def load_logits(store: ArtifactStore, claim: Claim, field: str) -> np.ndarray:
+    key = claim.inputs.get(Stage.TEACHER_INFERENCE.value, {}).get("logits", {}).get(field)
+    if key is None or not store.exists(key):
         raise DistillError(
             "The teacher's outputs for this dataset are missing from the artifact store "
             "(was the cache cleared?); resubmit the job to run the teacher again."
@@ -64,8 +92,44 @@ def load_logits(store: ArtifactStore, teacher: Model, dataset: Dataset) -> np.nd
     return np.load(store.local_path(key), allow_pickle=False)
 
 
-def save_logits(store: ArtifactStore, teacher: Model, dataset: Dataset, logits: np.ndarray) -> None:
+def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData:
+    """The same split on every stage that asks: the holdout comes from the seed."""
+    store = ctx.store
+    x, y = load_arrays(store, inputs.datasets["train_dataset_id"])
+    t = load_logits(store, claim, "train_dataset_id")
+    y = np.full(len(x), -1, dtype=np.int64) if y is None else y
+    if "val_dataset_id" in inputs.datasets:
+        x_val, y_val = load_arrays(store, inputs.datasets["val_dataset_id"])
+        t_val, val_source = load_logits(store, claim, "val_dataset_id"), "val_dataset"
+    else:
+        order = np.random.default_rng(inputs.spec.training.seed).permutation(len(x))
+        cut = max(1, int(len(x) * HOLDOUT_FRACTION))
+        hold, keep = order[:cut], order[cut:]
+        x_val, y_val, t_val = x[hold], y[hold], t[hold]
+        x, y, t = x[keep], y[keep], t[keep]
+        y_val = None if (y_val < 0).all() else y_val
+        val_source = f"holdout ({cut} samples of the train set)"
+    if "transfer_dataset_id" in inputs.datasets:
+        x_transfer, _ = load_arrays(store, inputs.datasets["transfer_dataset_id"])
+        x = np.concatenate([x, x_transfer.reshape(len(x_transfer), *x.shape[1:])])
+        y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
+        t = np.concatenate([t, load_logits(store, claim, "transfer_dataset_id")])
+    return SplitData(x, y, t, x_val, y_val, t_val, val_source)
+
+
+def store_weights(store: ArtifactStore, model: nn.Module, spec: dict[str, Any]) -> str:
+    """Save a trained model as safetensors with its zoo spec; return its artifact key."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "logits.npy"
-        np.save(path, logits)
-        store.put_named(logits_key(teacher.sha256, dataset.sha256), path)
+        path = Path(tmp) / "model.safetensors"
+        save_student(model, path, spec)
+        key, _, _ = store.put_file(path)
+    return key
+
+
+def load_weights(ctx: WorkerContext, key: str) -> tuple[nn.Module, dict[str, Any]]:
+    if not ctx.store.exists(key):
+        raise DistillError(
+            "The trained weights are missing from the artifact store (was it cleared?); "
+            "resubmit the job."
+        )
+    return load_student(ctx.store.local_path(key), device=ctx.device)

@@ -1,5 +1,6 @@
 """Stage 1: run the teacher once over every dataset the job names and cache
-its logits in the artifact store (offline KD)."""
+its logits in the artifact store (offline KD). The stage's output is the map
+from dataset to cached logits, which the later stages read."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ from typing import Protocol
 
 import numpy as np
 
+from core.lifecycle import Claim
 from core.models import Model
-from core.queues import Stage
 from distill.errors import DistillError
 from distill.evaluate import predict_logits
 from distill.export import load_student
 from distill.programs import ProgramTeacher
 from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
-from workers.jobs import CancelCheck, ClaimedJob, advance
+from workers.jobs import StopCheck, report_progress
 from workers.stages.inputs import load_arrays, load_inputs, logits_key, save_logits
+from workers.stages.result import StageResult
 
 log = logging.getLogger("stillhouse.worker")
+# Samples per teacher call between two cancel checks: a cancel lands within one chunk.
+CHUNK = 8192
 
 
 class Teacher(Protocol):
@@ -29,8 +33,8 @@ class Teacher(Protocol):
 class _ZooTeacher:
     """A safetensors + zoo spec model used as a teacher."""
 
-    def __init__(self, path: str, device: str) -> None:
-        self.model, _ = load_student(path, device=device)
+    def __init__(self, row: Model, path: str, device: str) -> None:
+        self.model, _ = load_student(path, device=device, spec=row.spec)
         self.device = device
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -42,22 +46,33 @@ def load_teacher(ctx: WorkerContext, row: Model) -> Teacher:
     if row.format == "onnx":
         return OnnxTeacher(path, device=ctx.device)
     if row.format == "safetensors":
-        return _ZooTeacher(str(path), ctx.device)
+        return _ZooTeacher(row, str(path), ctx.device)
     return ProgramTeacher(path, row.format, device=ctx.device)
 
 
-def run_teacher_inference(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> None:
-    inputs = load_inputs(ctx, job.spec)
+def _predict(teacher: Teacher, x: np.ndarray, check: StopCheck) -> np.ndarray:
+    chunks = []
+    for start in range(0, len(x), CHUNK):
+        chunks.append(teacher.predict_logits(x[start : start + CHUNK]))  # (b, C)
+        if check():
+            check.raise_if_stopped()
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)  # (N, C)
+
+
+def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
+    inputs = load_inputs(ctx, claim.spec)
     teacher_row = inputs.teacher
     width = (teacher_row.output_shape or [None])[-1]
     teacher: Teacher | None = None
-    for field, dataset in inputs.datasets.items():
-        if ctx.store.exists(logits_key(teacher_row.sha256, dataset.sha256)):
-            log.info("job %s: teacher outputs for %s come from the cache", job.id, field)
+    keys: dict[str, str] = {}
+    for done, (field, dataset) in enumerate(inputs.datasets.items()):
+        key = keys[field] = logits_key(teacher_row.sha256, dataset.sha256)
+        if ctx.store.exists(key):
+            log.info("job %s: teacher outputs for %s come from the cache", claim.job_id, field)
             continue
         teacher = teacher or load_teacher(ctx, teacher_row)
         x, _ = load_arrays(ctx.store, dataset)
-        logits = teacher.predict_logits(x)  # (N, C)
+        logits = _predict(teacher, x, check)  # (N, C)
         if logits.ndim != 2 or logits.shape[0] != len(x) or logits.shape[1] != width:
             raise DistillError(
                 f"The teacher returned outputs of shape {tuple(logits.shape)} for {len(x)} samples; "
@@ -68,6 +83,6 @@ def run_teacher_inference(ctx: WorkerContext, job: ClaimedJob, cancel: CancelChe
                 f"The teacher produced NaN or infinite outputs on {field.removesuffix('_id')}; "
                 "check the model and that the data is scaled the way it was trained on."
             )
-        save_logits(ctx.store, teacher_row, dataset, logits)
-        cancel.raise_if_cancelled()
-    advance(ctx, job.id, Stage.TRAINING, inputs.spec.placement.student, progress=0.1)
+        save_logits(ctx.store, key, logits)
+        report_progress(ctx, claim, (done + 1) / len(inputs.datasets))
+    return StageResult(outputs={"logits": keys})

@@ -1,190 +1,196 @@
-"""Stage 2: train the student (and the no-KD baseline) on the cached teacher
-outputs, evaluate both against the teacher, export and register the student."""
+"""Stage 2: train the distilled student, then the no-KD baseline, on the
+cached teacher outputs. Both runs are one stage on one worker (see
+docs/architecture.md: the baseline is cheap beside the student, and one stage
+keeps one device's data in memory once).
+
+Checkpoints: each run writes one at an epoch's end when `checkpoint_every_s`
+has passed since the last, through the fenced recorder. A finished run
+records its final weights. A re-run stage skips finished runs and resumes the
+others from their last checkpoint, deleting the metric points past it so each
+series keeps one point per epoch."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
-from core.queues import JobStatus, Stage
+from core import lifecycle, repository
+from core.lifecycle import Claim
+from core.models import Model
 from core.spec import JobCreate
+from core.stages import BY_NAME, TRAINING_RUNS
+from distill.checkpoint import TrainState, load_checkpoint
 from distill.errors import DistillError
-from distill.evaluate import evaluate, predict_logits
 from distill.export import load_student
 from distill.loop import EpochMetrics, TrainConfig, train
 from distill.losses import build_loss
 from distill.students import build_student
 from workers.context import WorkerContext
-from workers.jobs import (
-    CancelCheck,
-    ClaimedJob,
-    EpochRecorder,
-    JobCancelled,
-    finish,
-    set_stage,
-)
-from workers.stages.export import register_student
-from workers.stages.inputs import JobInputs, load_arrays, load_inputs, load_logits
-
-HOLDOUT_FRACTION = 0.1  # of the train set, when the job names no validation set
+from workers.jobs import StopCheck
+from workers.recorder import EpochRecorder
+from workers.stages.inputs import SplitData, load_inputs, split_data, store_weights
+from workers.stages.result import StageResult
 
 
-def _split(inputs: JobInputs, ctx: WorkerContext) -> dict[str, Any]:
-    """Arrays for training and validation; unlabeled rows carry label -1."""
-    store, teacher = ctx.store, inputs.teacher
-    train_row = inputs.datasets["train_dataset_id"]
-    x, y = load_arrays(store, train_row)
-    t = load_logits(store, teacher, train_row)
-    y = np.full(len(x), -1, dtype=np.int64) if y is None else y
-    if "val_dataset_id" in inputs.datasets:
-        val_row = inputs.datasets["val_dataset_id"]
-        x_val, y_val = load_arrays(store, val_row)
-        t_val, val_source = load_logits(store, teacher, val_row), "val_dataset"
-    else:
-        order = np.random.default_rng(inputs.spec.training.seed).permutation(len(x))
-        cut = max(1, int(len(x) * HOLDOUT_FRACTION))
-        hold, keep = order[:cut], order[cut:]
-        x_val, y_val, t_val = x[hold], y[hold], t[hold]
-        x, y, t = x[keep], y[keep], t[keep]
-        y_val = None if (y_val < 0).all() else y_val
-        val_source = f"holdout ({cut} samples of the train set)"
-    if "transfer_dataset_id" in inputs.datasets:
-        transfer_row = inputs.datasets["transfer_dataset_id"]
-        x_transfer, _ = load_arrays(store, transfer_row)  # its labels, if any, stay unused
-        x = np.concatenate([x, x_transfer.reshape(len(x_transfer), *x.shape[1:])])
-        y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
-        t = np.concatenate([t, load_logits(store, teacher, transfer_row)])
-    return {
-        "x": x,
-        "y": y,
-        "t": t,
-        "x_val": x_val,
-        "y_val": y_val,
-        "t_val": t_val,
-        "val_source": val_source,
-    }
-
-
-def _student(spec: JobCreate, ctx: WorkerContext, sample_shape: tuple[int, ...], width: int) -> Any:
-    if spec.student.model_id is not None:
-        from core.models import Model
-
-        with ctx.sessions() as session:
-            row = session.get(Model, spec.student.model_id)
-        if row is None:
-            raise DistillError("The student model was deleted while the job waited; resubmit.")
-        model, stored_spec = load_student(ctx.store.local_path(row.files["safetensors"]["key"]))
-        return model, stored_spec["architecture"], stored_spec["params"]
+def _initial_model(ctx: WorkerContext, spec: JobCreate, run: str, shape: Any, width: int) -> Any:
+    """(model, architecture, params): the zoo student, or the uploaded one's weights."""
     torch.manual_seed(spec.training.seed)
-    model = build_student(spec.student.architecture or "", spec.student.params, sample_shape, width)
-    return model, spec.student.architecture, spec.student.params
+    if spec.student.model_id is None:
+        architecture, params = spec.student.architecture or "", spec.student.params
+        return build_student(architecture, params, shape, width), architecture, params
+    with ctx.sessions() as session:
+        row = session.get(Model, spec.student.model_id)
+    if row is None:
+        raise DistillError("The student model was deleted while the job waited; resubmit.")
+    path = ctx.store.local_path(row.files["safetensors"]["key"])
+    model, stored = load_student(path, device="cpu", spec=row.spec)
+    if run == "baseline":  # the baseline starts from scratch with the same architecture
+        model = build_student(stored["architecture"], stored["params"], shape, width)
+    return model, stored["architecture"], stored["params"]
 
 
-def run_training(ctx: WorkerContext, job: ClaimedJob, cancel: CancelCheck) -> None:
+def _begin_run(ctx: WorkerContext, claim: Claim, run: str, from_epoch: int) -> None:
+    """Drop the run's metric points past its checkpoint (a killed attempt may have
+    written some), so the re-run's points are the only ones for those epochs."""
+    job_values: dict[str, Any] = {"epoch": from_epoch} if run == "student" else {}
+    with ctx.sessions.begin() as session:
+        lifecycle.fence(session, claim, **job_values)
+        session.execute(repository.delete_run_metrics(claim.job_id, run, from_epoch))
+
+
+def _record_run(ctx: WorkerContext, claim: Claim, checkpoints: dict[str, Any]) -> None:
+    with ctx.sessions.begin() as session:
+        lifecycle.fence(session, claim)
+        lifecycle.save_stage_state(session, claim, checkpoint=checkpoints)
+
+
+def _resume_point(ctx: WorkerContext, entry: dict[str, Any]) -> TrainState | None:
+    key = entry.get("key")
+    if key is None or not ctx.store.exists(key):
+        return None  # no checkpoint yet (or the store lost it): the run starts over
+    return load_checkpoint(ctx.store.local_path(key))
+
+
+def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
     started = time.monotonic()
-    inputs = load_inputs(ctx, job.spec)
-    spec, data = inputs.spec, _split(inputs, ctx)
-    sample_shape = tuple(int(d) for d in data["x"].shape[1:])
-    width = int(data["t"].shape[1])
+    inputs = load_inputs(ctx, claim.spec)
+    spec, data = inputs.spec, split_data(ctx, claim, inputs)
+    shape = tuple(int(d) for d in data.x.shape[1:])
+    width = int(data.t.shape[1])
     config = TrainConfig(
         epochs=spec.training.epochs,
         batch_size=spec.training.batch_size,
         lr=spec.training.lr,
         optimizer=spec.training.optimizer,
         weight_decay=spec.training.weight_decay,
+        lr_schedule=spec.training.lr_schedule,
         seed=spec.training.seed,
         device=ctx.device,
     )
-    with_baseline = spec.baseline and bool((data["y"] >= 0).any())
-    runs = 2 if with_baseline else 1
-    val = (data["x_val"], data["y_val"], data["t_val"])
+    runs = ["student"] + (["baseline"] if spec.baseline and bool((data.y >= 0).any()) else [])
+    checkpoints = dict(claim.checkpoint)
+    start, end = BY_NAME[claim.stage].progress
+    resumed_from = _resumed_from(ctx, checkpoints, config.epochs)
+    with ctx.sessions.begin() as session:
+        lifecycle.fence(session, claim)
+        lifecycle.save_stage_state(session, claim, resumed_from_epoch=resumed_from)
 
-    def progress(run_index: int) -> Callable[[EpochMetrics], float]:
-        return lambda m: 0.1 + 0.8 * (run_index * config.epochs + m.epoch) / (runs * config.epochs)
+    architecture, params = "", {}
+    for index, run in enumerate(runs):
+        model, architecture, params = _initial_model(ctx, spec, run, shape, width)
+        if checkpoints.get(run, {}).get("weights"):
+            continue  # finished in an earlier attempt
+        resume = _resume_point(ctx, checkpoints.get(run, {}))
+        _begin_run(ctx, claim, run, resume.epoch if resume else 0)
 
-    student, architecture, params = _student(spec, ctx, sample_shape, width)
-    loss = build_loss([term.engine_dict() for term in spec.losses])
-    with EpochRecorder(ctx, job.id, progress(0)) as recorder:
+        def progress(m: EpochMetrics, index: int = index) -> float:
+            done = (index * config.epochs + m.epoch) / (len(runs) * config.epochs)
+            return start + (end - start) * done
+
+        model_spec = {
+            "architecture": architecture,
+            "params": params,
+            "input_shape": list(shape),
+            "num_classes": width,
+        }
+        entry = _train_run(
+            ctx, claim, check, run, model, data, config, resume, progress, checkpoints
+        )
+        entry["weights"] = store_weights(ctx.store, model, model_spec)
+        checkpoints[run] = entry
+        _record_run(ctx, claim, checkpoints)
+
+    student = checkpoints["student"]
+    return StageResult(
+        outputs={
+            "student": {"weights": student["weights"], "best": student.get("best")},
+            "baseline": (
+                {"weights": checkpoints["baseline"]["weights"]} if "baseline" in runs else None
+            ),
+            "spec": {
+                "architecture": architecture,
+                "params": params,
+                "input_shape": list(shape),
+                "num_classes": width,
+            },
+            "train_samples": int(len(data.x)),
+            "labeled_train_samples": int((data.y >= 0).sum()),
+            "epochs": config.epochs,
+            "steps": student.get("steps"),
+            "resumed_from_epoch": resumed_from,
+            "training_seconds": round(time.monotonic() - started, 3),
+        }
+    )
+
+
+def _resumed_from(ctx: WorkerContext, checkpoints: dict[str, Any], epochs: int) -> int:
+    """Epochs of the distilled student this attempt does not repeat (0: a fresh start)."""
+    student = checkpoints.get("student", {})
+    if student.get("weights"):
+        return epochs
+    return int(student.get("epoch", 0)) if student.get("key") else 0
+
+
+def _train_run(
+    ctx: WorkerContext,
+    claim: Claim,
+    check: StopCheck,
+    run: str,
+    model: nn.Module,
+    data: SplitData,
+    config: TrainConfig,
+    resume: TrainState | None,
+    progress: Any,
+    checkpoints: dict[str, Any],
+) -> dict[str, Any]:
+    spec = JobCreate.model_validate(claim.spec)
+    if run == "student":
+        loss = build_loss([term.engine_dict() for term in spec.losses])
+        teacher_logits = data.t
+    else:
+        loss = build_loss([{"name": "ce", "weight": 1.0}])
+        teacher_logits = None
+    val = (data.x_val, data.y_val, data.t_val)
+    # The recorder keeps `checkpoints` (every run's entry) in step with the stage row.
+    recorder = EpochRecorder(ctx, claim, run, TRAINING_RUNS[run], progress, checkpoints)
+    with recorder:
         result = train(
-            student,
-            data["x"],
-            data["y"],
-            data["t"],
+            model,
+            data.x,
+            data.y,
+            teacher_logits,
             loss,
             config,
             val=val,
             on_epoch_end=recorder,
-            should_stop=cancel,
+            should_stop=check,
+            resume=resume,
+            on_checkpoint=recorder.checkpoint,
+            checkpoint_every_s=ctx.settings.checkpoint_every_s,
         )
     if result.stopped_early:
-        raise JobCancelled
-    baseline = None
-    if with_baseline:
-        torch.manual_seed(spec.training.seed)
-        baseline = build_student(architecture, params, sample_shape, width)
-        ce_only = build_loss([{"name": "ce", "weight": 1.0}])
-        with EpochRecorder(ctx, job.id, progress(1), prefix="baseline/") as recorder:
-            baseline_result = train(
-                baseline,
-                data["x"],
-                data["y"],
-                None,
-                ce_only,
-                config,
-                val=val,
-                on_epoch_end=recorder,
-                should_stop=cancel,
-            )
-        if baseline_result.stopped_early:
-            raise JobCancelled
-    train_seconds = time.monotonic() - started
-
-    set_stage(ctx, job.id, Stage.EVALUATION, progress=0.92)
-    x_val, y_val, t_val = val
-    teacher_eval = evaluate(t_val, y_val)
-    student_eval = evaluate(predict_logits(student, x_val, device=ctx.device), y_val, t_val)
-    baseline_eval = (
-        evaluate(predict_logits(baseline, x_val, device=ctx.device), y_val, t_val)
-        if baseline is not None
-        else None
-    )
-
-    set_stage(ctx, job.id, Stage.EXPORT, progress=0.95)
-    student_spec = {
-        "architecture": architecture,
-        "params": params,
-        "input_shape": list(sample_shape),
-        "num_classes": width,
-    }
-    model_id, sizes = register_student(ctx, job, student, student_spec)
-    teacher = inputs.teacher
-    summary = {
-        "teacher": {
-            **teacher_eval,
-            "num_params": teacher.num_params,
-            "size_bytes": teacher.size_bytes,
-        },
-        "student": {
-            **student_eval,
-            "num_params": sizes["num_params"],
-            "size_bytes": sizes["onnx_bytes"],
-        },
-        "baseline": baseline_eval,
-        "val_source": data["val_source"],
-        "val_samples": int(len(x_val)),
-        "train_samples": int(len(data["x"])),
-        "labeled_train_samples": int((data["y"] >= 0).sum()),
-        "epochs": result.epochs_completed,
-        "steps": result.steps,
-        "training_seconds": round(train_seconds, 3),
-        "compression_ratio": (
-            round(teacher.num_params / sizes["num_params"], 3) if teacher.num_params else None
-        ),
-    }
-    finish(
-        ctx, job.id, JobStatus.SUCCEEDED, progress=1.0, student_model_id=model_id, summary=summary
-    )
+        check.raise_if_stopped()
+    return {"epoch": config.epochs, "steps": result.steps, "best": result.best}

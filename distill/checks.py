@@ -1,0 +1,102 @@
+"""Input checks for train(): shapes, label ranges and loss needs, each failure a sentence.
+
+They run once before training, on the host arrays, so the training loop itself never checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill.errors import DistillError
+from distill.losses import WeightedLoss
+
+# Validation set: inputs (M, ...), labels (M,) or None, teacher logits (M, C) or None.
+ValData = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def _output_width(student: nn.Module, x: np.ndarray, device: torch.device) -> int:
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            sample = np.ascontiguousarray(x[:2], dtype=np.float32)
+            out = student(torch.from_numpy(sample).to(device))  # (2, C)
+    except RuntimeError as exc:
+        raise DistillError(
+            f"The student cannot take samples of shape {list(x.shape[1:])} ({exc}); build it "
+            "for the data set's sample shape."
+        ) from exc
+    finally:
+        student.train(was_training)
+    if out.ndim != 2:
+        raise DistillError(f"The student returns shape {list(out.shape)}; it must return (N, C).")
+    return int(out.shape[1])
+
+
+def _check_arrays(
+    x: np.ndarray, y: np.ndarray | None, t: np.ndarray | None, width: int, what: str
+) -> None:
+    n = len(x)
+    if y is not None:
+        if y.shape != (n,):
+            raise DistillError(
+                f"The {what} labels have shape {list(y.shape)} but there are {n} samples; give "
+                "one label per sample (-1 for unlabeled)."
+            )
+        if len(y) and (y.min() < -1 or y.max() >= width):
+            raise DistillError(
+                f"The {what} labels range over [{int(y.min())}, {int(y.max())}] but the student "
+                f"has {width} outputs; labels must be in 0..{width - 1} (-1 for unlabeled)."
+            )
+    if t is not None:
+        if t.shape != (n, width):
+            raise DistillError(
+                f"The {what} teacher logits have shape {list(t.shape)} but {n} samples and a "
+                f"student with {width} outputs need ({n}, {width}); use a student with as many "
+                "classes as the teacher."
+            )
+        if not np.isfinite(t).all():
+            raise DistillError(
+                f"The {what} teacher logits contain NaN or infinite values; check the teacher "
+                "model on this data."
+            )
+
+
+def validate_inputs(
+    student: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    teacher_logits: np.ndarray | None,
+    loss: WeightedLoss,
+    val: ValData | None,
+    device: torch.device,
+) -> int:
+    """Check the training (and validation) arrays against the student and the loss; returns
+    the student's output width C, measured with one 2-sample forward pass in eval mode."""
+    if x.ndim < 2 or len(x) == 0:
+        raise DistillError(
+            f"The training inputs have shape {list(x.shape)}; they must be (N, ...) with N > 0."
+        )
+    width = _output_width(student, x, device)
+    _check_arrays(x, y, teacher_logits, width, "training")
+    if loss.needs_labels and (y is None or not (y >= 0).any()):
+        raise DistillError(
+            "The loss has a term that needs labels ('ce') but the training set has no labeled "
+            "sample; upload labels or drop that term."
+        )
+    if loss.needs_teacher and teacher_logits is None:
+        raise DistillError(
+            "The loss has a term that needs the teacher (e.g. 'kd') but no teacher logits were "
+            "given; attach a teacher or use only 'ce'."
+        )
+    if val is not None:
+        xv, yv, tv = val
+        if xv.shape[1:] != x.shape[1:] or len(xv) == 0:
+            raise DistillError(
+                f"The validation inputs have shape {list(xv.shape)} but training samples have "
+                f"shape {list(x.shape[1:])}; give a non-empty validation set of the same shape."
+            )
+        _check_arrays(xv, yv, tv, width, "validation")
+    return width

@@ -1,0 +1,120 @@
+"""The broker is transport, not the record: a Redis restarted without
+persistence while jobs are queued and running, and a job submitted while the
+broker is down, all finish. The test runs its own redis-server on a free port
+and stops only that one."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from examples.digits import DigitsFiles
+from tests.conftest import SpawnWorker, wait_for
+from tests.e2e.test_digits_job import FINISHED, job_body, upload_digits
+from tests.e2e.test_faults import private_pool, wait_until
+
+pytestmark = [
+    pytest.mark.usefixtures("worker"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+]
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, with no persistence: a restart loses every message."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_jobs_survive_a_broker_restart_and_an_outage(
+    client: TestClient,
+    auth: dict[str, str],
+    digits: DigitsFiles,
+    settings: Settings,
+    spawn_worker: SpawnWorker,
+    private_redis: PrivateRedis,
+) -> None:
+    from service.main import create_app
+
+    on_private = settings.model_copy(update={"broker_url": private_redis.url})
+    pool, placement = private_pool("restart")
+    spawn_worker(pool, on_private)
+    ids = upload_digits(client, auth, digits)  # inspected on the shared broker's cpu worker
+    training = {"epochs": 10, "batch_size": 16, "lr": 0.003}
+
+    def submit(api: TestClient, name: str) -> str:
+        body = job_body(ids, name=name, placement=placement, training=training)
+        response = api.post("/v1/jobs", headers=auth, json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    with TestClient(create_app(on_private)) as api:
+        job_ids = [submit(api, f"restart-{i}") for i in range(3)]
+        wait_until(api, job_ids[0], auth, lambda j: j["stage"] == "training" and j["epoch"] >= 1)
+        private_redis.stop()  # one running, two queued: their messages die with it
+        private_redis.start()
+        jobs = [wait_for(api, f"/v1/jobs/{j}", auth, FINISHED, timeout=180) for j in job_ids]
+        assert [j["status"] for j in jobs] == ["succeeded"] * 3, [j["error"] for j in jobs]
+
+        private_redis.stop()
+        asked = time.monotonic()
+        during_outage = submit(api, "submitted-while-down")  # the row is the record: 202
+        assert time.monotonic() - asked < 10
+        private_redis.start()
+        job = wait_for(api, f"/v1/jobs/{during_outage}", auth, FINISHED, timeout=120)
+        assert job["status"] == "succeeded", job["error"]

@@ -1,0 +1,35 @@
+"""Failpoints for fault tests: `STILLHOUSE_FAILPOINTS="export=5,nightly:evaluation=3"`
+makes a worker pause that many seconds at the start of a stage (of every job,
+or only of the job named before the colon), so a test can cancel, kill or
+freeze it while a stage that is otherwise too short to hit is running. The
+pause is cooperative: a cancel or a lost lease ends it within a tenth of a
+second. Empty (the default) in production: nothing pauses."""
+
+from __future__ import annotations
+
+import logging
+
+from core.lifecycle import Claim
+from workers.jobs import StopCheck
+
+log = logging.getLogger("stillhouse.worker")
+
+
+def parse(spec: str) -> dict[tuple[str | None, str], float]:
+    """{(job name or None, stage): seconds}"""
+    points: dict[tuple[str | None, str], float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        target, _, seconds = part.partition("=")
+        job, _, stage = target.strip().rpartition(":")
+        points[(job or None, stage)] = float(seconds)
+    return points
+
+
+def failpoint(spec: str, claim: Claim, check: StopCheck) -> None:
+    if not spec:
+        return
+    points = parse(spec)
+    seconds = points.get((claim.job_name, claim.stage), points.get((None, claim.stage), 0.0))
+    if seconds > 0:
+        log.warning("failpoint: pausing %.1f s at the start of stage %s", seconds, claim.stage)
+        check.pause(seconds)
