@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     # Stages whose worker stops heartbeating for this long are failed or re-queued by the reaper.
     heartbeat_timeout_s: float = Field(default=120.0, gt=0)
     worker_heartbeat_s: float = Field(default=10.0, gt=0)
-    # Longest a job may run; the broker's visibility timeout must exceed it (DESIGN.md section 5).
+    # Longest a job may run; the broker's visibility timeout must exceed it (docs/reliability.md).
     max_job_seconds: int = Field(default=6 * 3600, gt=0)
     max_epochs: int = Field(default=1000, gt=0)
     key_cache_seconds: float = Field(default=30.0, ge=0)

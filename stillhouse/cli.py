@@ -67,7 +67,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.app import celery_app
 
     # solo pool: one process, one task at a time, and CUDA is never initialised
-    # in a parent that forks (DESIGN.md section 4).
+    # in a parent that forks (see docs/architecture.md, "Workers and pools").
     celery_app.worker_main(
         [
             "worker",

@@ -1,0 +1,42 @@
+"""Safetensors weights whose zoo spec came as a form field (the file itself
+carries no metadata) are used end to end: as a teacher and as the student's
+initial weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import save_file
+
+from distill.students import build_student
+from examples.digits import DigitsFiles
+from tests.conftest import wait_for
+from tests.e2e.test_digits_job import FINISHED, job_body, upload, upload_digits
+
+pytestmark = pytest.mark.usefixtures("worker")
+SPEC = {"architecture": "mlp", "params": {"hidden": [24]}, "input_shape": [64], "num_classes": 10}
+
+
+def test_spec_from_a_form_field_loads_as_teacher_and_student(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = build_student("mlp", SPEC["params"], (64,), 10)
+    weights = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    zoo = upload(client, auth, "models", weights, name="plain", spec=json.dumps(SPEC))
+    assert zoo["status"] == "ready", zoo["error"]
+
+    ids = {**upload_digits(client, auth, digits), "teacher": zoo}
+    body = job_body(
+        ids, name="zoo", student={"model_id": zoo["id"]}, training={"epochs": 2}, baseline=True
+    )
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 202, response.text
+    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, FINISHED)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["summary"]["student"]["num_params"] == zoo["num_params"]
