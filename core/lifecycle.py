@@ -287,7 +287,7 @@ def complete(
     after commit), or finish the job; a cancel asked for meanwhile wins."""
     fence(session, claim)
     if session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id)):
-        _cancel_held(session, claim)
+        end_job(session, claim.job_id, JobStatus.CANCELLED)
         return JobStatus.CANCELLED
     now = utcnow()
     session.execute(
@@ -324,14 +324,10 @@ def complete(
     return JobStatus.SUCCEEDED
 
 
-def _cancel_held(session: Session, claim: Claim) -> None:
-    end_job(session, claim.job_id, JobStatus.CANCELLED)
-
-
 def cancel(session: Session, claim: Claim) -> None:
     """The worker saw the cancel flag: the held stage and the job end cancelled."""
     fence(session, claim)
-    _cancel_held(session, claim)
+    end_job(session, claim.job_id, JobStatus.CANCELLED)
 
 
 def fail(session: Session, claim: Claim, error: str) -> None:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.dispatch import Message, stage_message
 from core.lifecycle import end_job, lock_job
-from core.models import Job, JobStage, Worker, utcnow
-from core.queues import JobStatus, StageStatus
+from core.models import Job, JobStage, utcnow
+from core.queues import JobStatus, ResourceStatus, StageStatus
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,14 @@ def reap(
     return stage_message(stale.job_id, stale.name, pool)
 
 
-def unclaimed_stages(now: datetime, after_s: float, limit: int = 100) -> Any:
-    """Queued stages whose message has waited longer than `after_s` without a claim."""
+def unclaimed_stages(now: datetime, after_s: float, pool: str, limit: int = 100) -> Any:
+    """A pool's queued stages whose message has waited longer than `after_s` unclaimed."""
     return (
         select(JobStage.id, JobStage.job_id, JobStage.name, JobStage.pool, JobStage.queued_at)
         .join(Job, Job.id == JobStage.job_id)
         .where(
             JobStage.status == StageStatus.QUEUED.value,
+            JobStage.pool == pool,
             JobStage.queued_at < now - timedelta(seconds=after_s),
             Job.status == JobStatus.QUEUED.value,
         )
@@ -111,45 +112,38 @@ def unclaimed_stages(now: datetime, after_s: float, limit: int = 100) -> Any:
 
 def mark_resent(session: Session, stage_id: str, seen_queued_at: datetime) -> bool:
     """Compare-and-set on queued_at, so of several sweepers one re-sends."""
+    return _touch_if_unchanged(
+        session, JobStage, stage_id, StageStatus.QUEUED.value, "queued_at", seen_queued_at
+    )
+
+
+def _touch_if_unchanged(
+    session: Session, entity: Any, row_id: str, status: str, column: str, seen: datetime
+) -> bool:
+    """Set `column` to now where the row still has `status` and the `seen` value."""
+    stamp = getattr(entity, column)
     result = session.execute(
-        update(JobStage)
-        .where(
-            JobStage.id == stage_id,
-            JobStage.status == StageStatus.QUEUED.value,
-            JobStage.queued_at == seen_queued_at,
-        )
-        .values(queued_at=utcnow())
+        update(entity)
+        .where(entity.id == row_id, entity.status == status, stamp == seen)
+        .values({column: utcnow()})
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def idle_pools(now: datetime, timeout_s: float) -> Select[Any]:
-    """Pools with a live worker that runs nothing: a message queued there for long
-    was lost, not merely waiting its turn behind other jobs."""
-    return (
-        select(Worker.pool)
-        .where(
-            Worker.last_heartbeat >= now - timedelta(seconds=timeout_s),
-            Worker.current_job_id.is_(None),
-        )
-        .distinct()
-    )
 
 
 def unsettled_uploads(entity: Any, now: datetime, after_s: float, limit: int = 100) -> Any:
     """Uploads still pending inspection after `after_s`: their message may be lost."""
     return (
         select(entity.id, entity.updated_at)
-        .where(entity.status == "pending", entity.updated_at < now - timedelta(seconds=after_s))
+        .where(
+            entity.status == ResourceStatus.PENDING.value,
+            entity.updated_at < now - timedelta(seconds=after_s),
+        )
         .order_by(entity.updated_at)
         .limit(limit)
     )
 
 
 def mark_upload_resent(session: Session, entity: Any, row_id: str, seen: datetime) -> bool:
-    result = session.execute(
-        update(entity)
-        .where(entity.id == row_id, entity.status == "pending", entity.updated_at == seen)
-        .values(updated_at=utcnow())
+    return _touch_if_unchanged(
+        session, entity, row_id, ResourceStatus.PENDING.value, "updated_at", seen
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]

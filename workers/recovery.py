@@ -10,7 +10,7 @@ import logging
 from core import recovery
 from core.dispatch import Message, inspect_message, stage_message
 from core.models import Dataset, Model, utcnow
-from core.queues import TaskName
+from core.queues import Pool, TaskName
 from core.recovery import StaleStage
 from core.stages import BY_NAME
 from workers.context import WorkerContext
@@ -47,34 +47,30 @@ def reap(ctx: WorkerContext) -> None:
 
 
 def sweep(ctx: WorkerContext) -> None:
-    """Re-send stages and inspections that waited unclaimed past `resend_after_s`
-    while a worker of their pool sat idle: their message was lost (a send that
-    failed, a broker restarted without persistence). A re-send of a message that
-    was not lost is harmless: the claim makes the second delivery a no-op."""
-    now, settings = utcnow(), ctx.settings
+    """Re-send the messages of this worker's own pool that waited unclaimed past
+    `resend_after_s` while this worker sat idle: had the message been in the
+    queue, this idle worker would have taken it, so it was lost (a send that
+    failed, a broker restarted without persistence). A busy pool's waiting
+    stages are left alone. Re-sending a message that was not lost is harmless:
+    the claim makes the second delivery a no-op."""
+    if ctx.claim is not None:
+        return  # busy: a waiting message may simply be behind this one
+    now, after = utcnow(), ctx.settings.resend_after_s
     with ctx.sessions() as session:
-        idle = set(session.scalars(recovery.idle_pools(now, settings.heartbeat_timeout_s)))
-        if not idle:
-            return
-        stages = session.execute(recovery.unclaimed_stages(now, settings.resend_after_s)).all()
+        stages = session.execute(recovery.unclaimed_stages(now, after, pool=ctx.pool)).all()
         uploads = [
             (entity, task, row)
             for entity, task in UPLOADS
-            for row in session.execute(
-                recovery.unsettled_uploads(entity, now, settings.resend_after_s)
-            ).all()
+            if ctx.pool == Pool.CPU.value  # inspections run on the cpu pool
+            for row in session.execute(recovery.unsettled_uploads(entity, now, after)).all()
         ]
     for stage in stages:
-        if stage.pool not in idle:
-            continue
         with ctx.sessions.begin() as session:
             won = recovery.mark_resent(session, stage.id, stage.queued_at)
         if won:
             log.warning("job %s: stage %s waited unclaimed; re-sending", stage.job_id, stage.name)
             dispatch(stage_message(stage.job_id, stage.name, stage.pool))
     for entity, task, row in uploads:
-        if inspect_message(task, row.id).queue not in idle:
-            continue
         with ctx.sessions.begin() as session:
             won = recovery.mark_upload_resent(session, entity, row.id, row.updated_at)
         if won:
