@@ -93,14 +93,20 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
     runs = ["student"] + (["baseline"] if spec.baseline and bool((data.y >= 0).any()) else [])
     checkpoints = dict(claim.checkpoint)
     start, end = BY_NAME[claim.stage].progress
-    resumed_from = _resumed_from(ctx, checkpoints, config.epochs)
+    resumed_from = _resumed_from(checkpoints, config.epochs)
     with ctx.sessions.begin() as session:
         lifecycle.fence(session, claim)
         lifecycle.save_stage_state(session, claim, resumed_from_epoch=resumed_from)
 
-    architecture, params = "", {}
+    model_spec: dict[str, Any] = {}
     for index, run in enumerate(runs):
         model, architecture, params = _initial_model(ctx, spec, run, shape, width)
+        model_spec = {
+            "architecture": architecture,
+            "params": params,
+            "input_shape": list(shape),
+            "num_classes": width,
+        }
         if checkpoints.get(run, {}).get("weights"):
             continue  # finished in an earlier attempt
         resume = _resume_point(ctx, checkpoints.get(run, {}))
@@ -110,12 +116,6 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
             done = (index * config.epochs + m.epoch) / (len(runs) * config.epochs)
             return start + (end - start) * done
 
-        model_spec = {
-            "architecture": architecture,
-            "params": params,
-            "input_shape": list(shape),
-            "num_classes": width,
-        }
         entry = _train_run(
             ctx, claim, check, run, model, data, config, resume, progress, checkpoints
         )
@@ -130,12 +130,7 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
             "baseline": (
                 {"weights": checkpoints["baseline"]["weights"]} if "baseline" in runs else None
             ),
-            "spec": {
-                "architecture": architecture,
-                "params": params,
-                "input_shape": list(shape),
-                "num_classes": width,
-            },
+            "spec": model_spec,
             "train_samples": int(len(data.x)),
             "labeled_train_samples": int((data.y >= 0).sum()),
             "epochs": config.epochs,
@@ -146,7 +141,7 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
     )
 
 
-def _resumed_from(ctx: WorkerContext, checkpoints: dict[str, Any], epochs: int) -> int:
+def _resumed_from(checkpoints: dict[str, Any], epochs: int) -> int:
     """Epochs of the distilled student this attempt does not repeat (0: a fresh start)."""
     student = checkpoints.get("student", {})
     if student.get("weights"):
