@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     checkpoint_every_s: float = Field(default=30.0, ge=0)
     # How long the first response to an `Idempotency-Key` is kept for retries.
     idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    # How long a worker retries a database call that failed because the database was
+    # unreachable (with backoff, keeping its claim) before it gives the stage up.
+    db_retry_s: float = Field(default=60.0, ge=0)
+    # The largest student a job may train. 50M float32 parameters are 200 MB of weights and
+    # about 800 MB with Adam's gradients and moments; a student meant for a CPU or an edge
+    # box is far smaller, and a bigger one takes a worker's memory from every other job.
+    max_student_params: int = Field(default=50_000_000, gt=0)
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""

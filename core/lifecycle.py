@@ -194,6 +194,40 @@ def claim(session: Session, job_id: str, stage: str, worker_id: str) -> Claim:
     )
     if taken.rowcount == 0 or held.rowcount == 0:  # type: ignore[attr-defined]
         raise NotClaimed(f"job {job_id}: stage {stage} is not waiting to be claimed")
+    return _claim_of(session, job_id, stage, lease)
+
+
+def adopt(session: Session, job_id: str, stage: str, worker_id: str, max_attempts: int) -> Claim:
+    """Take back, under a fresh lease, a running stage that names this worker but
+    that this worker no longer runs: its run here gave up while the database was
+    away, or the answer to its claim's commit was lost. A message for it must
+    neither be dropped (the job would wait for the reaper) nor start a second
+    run beside the first (the worker runs one task at a time, so the first has
+    ended). Counts an attempt, as the reaper's re-queue would; else NotClaimed."""
+    lock_job(session, job_id)  # the job row first (see "Lock order")
+    running = session.scalar(
+        select(Job.id).where(
+            Job.id == job_id, Job.stage == stage, Job.status == JobStatus.RUNNING.value
+        )
+    )
+    lease = new_id()
+    held = session.execute(
+        update(JobStage)
+        .where(
+            JobStage.job_id == job_id,
+            JobStage.name == stage,
+            JobStage.status == StageStatus.RUNNING.value,
+            JobStage.worker_id == worker_id,
+            JobStage.attempts < max_attempts,
+        )
+        .values(lease=lease, attempts=JobStage.attempts + 1, heartbeat_at=utcnow(), error=None)
+    )
+    if running is None or held.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotClaimed(f"job {job_id}: stage {stage} is not held by worker {worker_id}")
+    return _claim_of(session, job_id, stage, lease)
+
+
+def _claim_of(session: Session, job_id: str, stage: str, lease: str) -> Claim:
     job = session.execute(select(Job.tenant_id, Job.name, Job.spec).where(Job.id == job_id)).one()
     rows = session.scalars(select(JobStage).where(JobStage.job_id == job_id)).all()
     mine = next(r for r in rows if r.name == stage)
@@ -244,6 +278,15 @@ def heartbeat(session: Session, stage_id: str, lease: str, at: datetime | None =
         .values(heartbeat_at=at or utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def stage_status_under(session: Session, claim: Claim) -> str | None:
+    """The held stage's status while its row still carries this claim's lease (None:
+    another claim took it). A worker whose commit's answer was lost asks it to learn
+    whether the commit landed."""
+    return session.scalar(
+        select(JobStage.status).where(JobStage.id == claim.stage_id, JobStage.lease == claim.lease)
+    )
 
 
 def save_stage_state(session: Session, claim: Claim, **values: Any) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Delete, Select, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, Delete, Insert, Select, and_, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from core.models import ApiKey, Job, JobStage, Metric, Tenant, Worker
 from core.queues import ACTIVE_JOB_STATUSES, Pool
@@ -98,3 +99,11 @@ def delete_run_metrics(job_id: str, run: str, after_epoch: int) -> Delete:
         else and_(*(Metric.name.not_like(f"{p}%") for p in others))
     )
     return delete(Metric).where(Metric.job_id == job_id, Metric.epoch > after_epoch, mine)
+
+
+def insert_metrics(dialect: str) -> Insert:
+    """Metric points (execute with the list of rows). A point already stored for its
+    (job, series, epoch) wins, so a write re-run after a commit whose answer was lost
+    (the database went away mid-commit) adds nothing."""
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return build(Metric).on_conflict_do_nothing(index_elements=["job_id", "name", "epoch"])

@@ -19,6 +19,7 @@ from core import lifecycle
 from core.models import Worker, utcnow
 from workers.context import WorkerContext, context
 from workers.recovery import reap, sweep
+from workers.retry import brief, is_transient, retrying
 
 log = logging.getLogger("stillhouse.worker")
 _stop = threading.Event()
@@ -87,17 +88,26 @@ def beat(ctx: WorkerContext, facts: dict[str, Any]) -> None:
 def _loop(ctx: WorkerContext) -> None:
     facts = {**device_facts(ctx.device), "versions": versions()}
     while not _stop.is_set():
-        _safely(beat, ctx, facts)
-        _safely(reap, ctx)
-        _safely(sweep, ctx)
+        # Retried with backoff through a blip, so the held stage's lease is renewed as soon
+        # as the database is back: before a reaper can find it stale.
+        _safely(
+            "heartbeat",
+            lambda: retrying(ctx.settings.db_retry_s, "heartbeat", lambda: beat(ctx, facts)),
+        )
+        _safely("reaper", lambda: reap(ctx))
+        _safely("sweeper", lambda: sweep(ctx))
         _stop.wait(ctx.settings.worker_heartbeat_s)
 
 
-def _safely(step: Callable[..., None], *args: Any) -> None:
+def _safely(name: str, step: Callable[[], None]) -> None:
+    """Run one step; whatever it raises is logged and the thread goes on beating."""
     try:
-        step(*args)
-    except Exception:  # keep beating through a database or broker blip
-        log.exception("heartbeat step %s failed", step.__name__)
+        step()
+    except Exception as exc:
+        if is_transient(exc):  # one line per beat, not a traceback, while the database is away
+            log.warning("%s skipped: %s", name, brief(exc))
+        else:
+            log.exception("%s failed", name)
 
 
 @worker_ready.connect
@@ -113,7 +123,10 @@ def stop_heartbeat(**_: Any) -> None:
     _stop.set()
     ctx = context()
     claim = ctx.claim
-    with ctx.sessions.begin() as session:
-        session.execute(delete(Worker).where(Worker.id == ctx.worker_id))
-        if claim is not None:  # let the next reaper re-queue its stage at once
-            lifecycle.release(session, claim)
+    try:
+        with ctx.sessions.begin() as session:
+            session.execute(delete(Worker).where(Worker.id == ctx.worker_id))
+            if claim is not None:  # let the next reaper re-queue its stage at once
+                lifecycle.release(session, claim)
+    except Exception as exc:  # the database is away: the reaper takes the stage back later
+        log.warning("could not sign worker %s off: %s", ctx.worker_id, brief(exc))

@@ -15,6 +15,7 @@ from workers import jobs
 from workers.context import WorkerContext, context
 from workers.failpoints import failpoint
 from workers.jobs import JobCancelled, StopCheck
+from workers.retry import brief, is_transient
 from workers.stages.evaluation import run_evaluation
 from workers.stages.export import run_export
 from workers.stages.result import StageResult
@@ -75,17 +76,33 @@ def _run(ctx: WorkerContext, claim: Claim, run: StageFn) -> None:
             "student, or place the stage on a pool with more memory."
         )
         _settle(ctx, claim, lambda: jobs.fail(ctx, claim, error))
-    except TRANSIENT:
-        # The database or broker blinked: the stage stays claimed, its heartbeat stops
-        # with this task, and the reaper re-queues it after the timeout.
-        log.exception("job %s: stage %s hit an infrastructure error", claim.job_id, stage)
+    except TRANSIENT as exc:
+        _let_go(ctx, claim, exc)
     except Exception as exc:
+        if is_transient(exc):  # a driver error that cut the connection, by another name
+            _let_go(ctx, claim, exc)
+            return
         log.exception("job %s: stage %s failed", claim.job_id, stage)
         error = (
             f"Stillhouse hit an internal error in stage {stage} ({type(exc).__name__}: {exc}); "
             "it has been logged."
         )
         _settle(ctx, claim, lambda: jobs.fail(ctx, claim, error))
+
+
+def _let_go(ctx: WorkerContext, claim: Claim, exc: Exception) -> None:
+    """The database stayed away past `db_retry_s` (shorter blips were retried in
+    place, keeping the claim). Let the stage go, so the reaper re-queues it at
+    its next pass; if the database is still away, the stage's heartbeat stops
+    with this task and the reaper takes it back after the timeout. Not raised:
+    Celery's retry would only race the reaper."""
+    log.error("job %s: stage %s gave up on the database: %s", claim.job_id, claim.stage, brief(exc))
+    try:
+        jobs.release(ctx, claim)
+    except Exception as again:
+        log.warning(
+            "job %s: could not let stage %s go (%s)", claim.job_id, claim.stage, brief(again)
+        )
 
 
 def _settle(ctx: WorkerContext, claim: Claim, end: Callable[[], None]) -> None:

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
-from core import lifecycle
+from core import lifecycle, repository
 from core.lifecycle import Claim
-from core.models import Metric
 from distill.checkpoint import TrainState, save_checkpoint
 from distill.loop import EpochMetrics
 from workers.context import WorkerContext
+from workers.retry import transact
 
 # Epochs that end within this many seconds of each other share one commit.
 MIN_WRITE_INTERVAL = 1.0
@@ -32,8 +32,10 @@ class _Checkpoint:
 
 class EpochRecorder:
     """Writes one run's metrics (and checkpoints) from a background thread, so the
-    loop never waits for a commit. A write that fails (the database is down, or
-    the lease was lost) is raised in the training thread at its next epoch."""
+    loop never waits for a commit. A write is retried while the database is
+    unreachable (up to `db_retry_s`); one that fails for good (the database
+    stayed away, or the lease was lost) is raised in the training thread at its
+    next epoch, and the thread stays up to drain the queue."""
 
     def __init__(
         self,
@@ -118,13 +120,18 @@ class EpochRecorder:
             for m in epochs
             for name, value in m.values.items()
         ]
-        with self.ctx.sessions.begin() as session:
+
+        def write(session: Session) -> None:
             lifecycle.fence(session, self.claim, **row)
             if points:
-                session.execute(insert(Metric), points)
+                session.execute(repository.insert_metrics(session.get_bind().dialect.name), points)
             if entry is not None:
                 checkpoints = {**self.checkpoints, self.run: entry}
                 lifecycle.save_stage_state(session, self.claim, checkpoint=checkpoints)
+
+        # Retried while the database is away (the checkpoint file is stored once, above);
+        # the training goes on meanwhile, and its next epochs join the next write.
+        transact(self.ctx, f"recording job {self.claim.job_id}'s {self.run} epochs", write)
         if entry is not None:
             self.checkpoints[self.run] = entry
 

@@ -1,5 +1,14 @@
 """The one decorator every task goes through: a name from the enum, bounded
-retries on transient infrastructure errors only, no result, logging."""
+retries on transient infrastructure errors only, no result, logging.
+
+Two layers of retry, each with its own job. Inside a task, every database
+call is retried in place (workers.retry) for up to `db_retry_s`, so a blip
+never costs a claim. Celery's retry below is the outer layer: it re-sends the
+message only when an error escapes the task, which for `run_stage` means the
+claim itself could not be made within the budget. A message re-sent after a
+claim whose commit did land finds the stage held by this worker and adopts it
+(workers.jobs.claim), so it is neither dropped nor run twice. Once a stage is
+held, errors never escape it: the stage ends or lets its claim go."""
 
 from __future__ import annotations
 
@@ -9,16 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import OperationalError
 
 from core.queues import TaskName
 from workers.app import celery_app
+from workers.retry import DB_TRANSIENT
 
 log = logging.getLogger("stillhouse.worker")
 
 # Retried: the database or the broker blinked. Never retried: bad input
 # (DistillError), out-of-memory, bugs; those fail the job with a sentence.
-TRANSIENT = (OperationalError, BrokerError, ConnectionError)
+TRANSIENT: tuple[type[Exception], ...] = (*DB_TRANSIENT, BrokerError)
 
 
 def stillhouse_task(

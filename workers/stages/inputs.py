@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 from torch import nn
 
 from core.lifecycle import Claim
@@ -20,6 +21,7 @@ from distill.data import load_npz
 from distill.errors import DistillError
 from distill.export import load_student, save_student
 from workers.context import WorkerContext
+from workers.retry import read
 
 HOLDOUT_FRACTION = 0.1  # of the train set, when the job names no validation set
 
@@ -46,23 +48,25 @@ class SplitData:
 
 def load_inputs(ctx: WorkerContext, raw_spec: dict[str, object]) -> JobInputs:
     spec = JobCreate.model_validate(raw_spec)
-    with ctx.sessions() as session:
-        teacher = session.get(Model, spec.teacher_model_id)
-        if teacher is None:
-            raise DistillError(
-                "The teacher model was deleted while the job waited; resubmit the job."
-            )
-        datasets = {}
-        for field in DATASET_FIELDS:
-            dataset_id = getattr(spec, field)
-            if dataset_id is not None:
-                row = session.get(Dataset, dataset_id)
-                if row is None:
-                    raise DistillError(
-                        f"Dataset '{dataset_id}' was deleted while the job waited; resubmit the job."
-                    )
-                datasets[field] = row
-        session.expunge_all()
+    return read(ctx, "reading the job's inputs", lambda session: _rows(session, spec))
+
+
+def _rows(session: Session, spec: JobCreate) -> JobInputs:
+    """The job's rows, detached from the session (a missing one fails the job)."""
+    teacher = session.get(Model, spec.teacher_model_id)
+    if teacher is None:
+        raise DistillError("The teacher model was deleted while the job waited; resubmit the job.")
+    datasets = {}
+    for field in DATASET_FIELDS:
+        dataset_id = getattr(spec, field)
+        if dataset_id is not None:
+            row = session.get(Dataset, dataset_id)
+            if row is None:
+                raise DistillError(
+                    f"Dataset '{dataset_id}' was deleted while the job waited; resubmit the job."
+                )
+            datasets[field] = row
+    session.expunge_all()
     return JobInputs(spec=spec, teacher=teacher, datasets=datasets)
 
 

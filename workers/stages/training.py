@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 from torch import nn
 
 from core import lifecycle, repository
@@ -31,6 +32,7 @@ from distill.students import build_student
 from workers.context import WorkerContext
 from workers.jobs import StopCheck
 from workers.recorder import EpochRecorder
+from workers.retry import read, transact
 from workers.stages.inputs import SplitData, load_inputs, split_data, store_weights
 from workers.stages.result import StageResult
 
@@ -41,8 +43,8 @@ def _initial_model(ctx: WorkerContext, spec: JobCreate, run: str, shape: Any, wi
     if spec.student.model_id is None:
         architecture, params = spec.student.architecture or "", spec.student.params
         return build_student(architecture, params, shape, width), architecture, params
-    with ctx.sessions() as session:
-        row = session.get(Model, spec.student.model_id)
+    model_id = spec.student.model_id
+    row = read(ctx, f"reading student model {model_id}", lambda s: s.get(Model, model_id))
     if row is None:
         raise DistillError("The student model was deleted while the job waited; resubmit.")
     path = ctx.store.local_path(row.files["safetensors"]["key"])
@@ -56,15 +58,20 @@ def _begin_run(ctx: WorkerContext, claim: Claim, run: str, from_epoch: int) -> N
     """Drop the run's metric points past its checkpoint (a killed attempt may have
     written some), so the re-run's points are the only ones for those epochs."""
     job_values: dict[str, Any] = {"epoch": from_epoch} if run == "student" else {}
-    with ctx.sessions.begin() as session:
+
+    def begin(session: Session) -> None:
         lifecycle.fence(session, claim, **job_values)
         session.execute(repository.delete_run_metrics(claim.job_id, run, from_epoch))
 
+    transact(ctx, f"starting job {claim.job_id}'s {run} run", begin)
 
-def _record_run(ctx: WorkerContext, claim: Claim, checkpoints: dict[str, Any]) -> None:
-    with ctx.sessions.begin() as session:
+
+def _save_state(ctx: WorkerContext, claim: Claim, what: str, **values: Any) -> None:
+    def save(session: Session) -> None:
         lifecycle.fence(session, claim)
-        lifecycle.save_stage_state(session, claim, checkpoint=checkpoints)
+        lifecycle.save_stage_state(session, claim, **values)
+
+    transact(ctx, f"recording job {claim.job_id}'s {what}", save)
 
 
 def _resume_point(ctx: WorkerContext, entry: dict[str, Any]) -> TrainState | None:
@@ -94,9 +101,7 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
     checkpoints = dict(claim.checkpoint)
     start, end = BY_NAME[claim.stage].progress
     resumed_from = _resumed_from(checkpoints, config.epochs)
-    with ctx.sessions.begin() as session:
-        lifecycle.fence(session, claim)
-        lifecycle.save_stage_state(session, claim, resumed_from_epoch=resumed_from)
+    _save_state(ctx, claim, "resume point", resumed_from_epoch=resumed_from)
 
     model_spec: dict[str, Any] = {}
     for index, run in enumerate(runs):
@@ -121,7 +126,7 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
         )
         entry["weights"] = store_weights(ctx.store, model, model_spec)
         checkpoints[run] = entry
-        _record_run(ctx, claim, checkpoints)
+        _save_state(ctx, claim, f"finished {run} run", checkpoint=checkpoints)
 
     student = checkpoints["student"]
     return StageResult(
