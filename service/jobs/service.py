@@ -13,7 +13,7 @@ from core.config import Settings
 from core.dispatch import Message, stage_message
 from core.models import Dataset, Job, JobStage, Model, new_id, utcnow
 from core.queues import JobStatus, Pool, ResourceStatus
-from core.spec import DATASET_FIELDS, JobCreate
+from core.spec import DATASET_FIELDS, JobCreate, student_param_count
 from core.stages import PIPELINE
 from service.errors import Unprocessable
 
@@ -71,9 +71,10 @@ def _check_fit(body: JobCreate, teacher: Model, datasets: dict[str, Dataset]) ->
 
 async def _check_student(
     session: AsyncSession, tenant_id: str, body: JobCreate, teacher: Model, train: Dataset
-) -> None:
+) -> Model | None:
+    """The uploaded model a job trains further (None for a zoo student), once it fits."""
     if body.student.model_id is None:
-        return
+        return None
     student = await _ready(session, Model, "student model", tenant_id, body.student.model_id)
     if student.format != "safetensors" or not student.spec:
         raise Unprocessable(
@@ -88,6 +89,29 @@ async def _check_student(
         raise Unprocessable(
             f"Student model '{student.id}' has {student.spec.get('num_classes')} outputs but the "
             f"teacher has {(teacher.output_shape or [None])[-1]}."
+        )
+    return student
+
+
+def _check_size(
+    body: JobCreate, teacher: Model, train: Dataset, student: Model | None, limit: int
+) -> None:
+    """Refuse a student too big to train before it takes a worker's memory. The zoo
+    student's count comes from its params and the data's shape (the output width is
+    the teacher's); an uploaded one's from its inspection."""
+    if student is not None:
+        count = student.num_params
+    else:
+        count = student_param_count(
+            body.student.architecture or "",
+            body.student.params,
+            train.sample_shape or [],
+            int((teacher.output_shape or [0])[-1] or 0),
+        )
+    if count is not None and count > limit:
+        raise Unprocessable(
+            f"The student would have {count:,} parameters but this server trains students of "
+            f"at most {limit:,} (STILLHOUSE_MAX_STUDENT_PARAMS); use fewer or narrower layers."
         )
 
 
@@ -115,7 +139,9 @@ async def create_job(
             kind = field.removesuffix("_id").replace("_", " ")
             datasets[field] = await _ready(session, Dataset, kind, tenant_id, rid)
     _check_fit(body, teacher, datasets)
-    await _check_student(session, tenant_id, body, teacher, datasets["train_dataset_id"])
+    train = datasets["train_dataset_id"]
+    student = await _check_student(session, tenant_id, body, teacher, train)
+    _check_size(body, teacher, train, student, settings.max_student_params)
     spec = body.model_dump(mode="json", exclude_none=True)
     first = PIPELINE[0]
     pool = repository.resolve_pool(
