@@ -52,7 +52,10 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | None:
     except NotClaimed:
         pass
     if ctx.claim is not None and (ctx.claim.job_id, ctx.claim.stage) == (job_id, stage):
-        return None  # running here right now (a redelivery while it runs): leave it be
+        log.info(
+            "job %s: stage %s is running here now; the repeated message is dropped", job_id, stage
+        )
+        return None
     try:
         adopted = transact(
             ctx,
