@@ -5,6 +5,7 @@ and `responses()` declares those same bodies in the OpenAPI document."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 log = logging.getLogger("stillhouse.api")
 
@@ -188,13 +188,15 @@ def _path_miss(exc: RequestValidationError) -> str | None:
     return None
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path, for a 405's Allow header."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+def _allowed_methods(request: Request, exc: StarletteHTTPException) -> str:
+    """Every method served at this path, for a 405's Allow header. The router names only
+    the first route that matched the path; the OpenAPI document knows them all."""
+    methods = {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", template), request.url.path):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 
@@ -215,7 +217,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = _allowed_methods(request)
+            headers["Allow"] = _allowed_methods(request, exc)
         return _body(code, str(exc.detail), exc.status_code, headers)
 
     async def _outage(request: Request, exc: Exception) -> JSONResponse:
