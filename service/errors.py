@@ -220,18 +220,14 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = _allowed_methods(request, exc)
         return _body(code, str(exc.detail), exc.status_code, headers)
 
-    async def _outage(request: Request, exc: Exception) -> JSONResponse:
-        if not is_outage(exc):
-            return await _unexpected(request, exc)
-        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
-        return _body("unavailable", UNAVAILABLE_SENTENCE, 503)
-
-    for kind in (DBAPIError, OSError):
-        app.add_exception_handler(kind, _outage)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if is_outage(exc):  # an outage surfacing outside the routes (middleware, lifespan)
+    async def _failure(request: Request, exc: Exception) -> JSONResponse:
+        if is_outage(exc):
+            log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
             return _body("unavailable", UNAVAILABLE_SENTENCE, 503)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body("internal_error", "Stillhouse hit an internal error; it has been logged.", 500)
+
+    # The driver's and the socket's errors are handled inside the app (answered, not
+    # re-raised); anything else reaches the catch-all, which still tells an outage apart.
+    for kind in (DBAPIError, OSError, Exception):
+        app.add_exception_handler(kind, _failure)
