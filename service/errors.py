@@ -21,7 +21,8 @@ log = logging.getLogger("stillhouse.api")
 # database failover or restart to make progress, short enough to feel live.
 RETRY_AFTER_S = 5
 UNAVAILABLE_SENTENCE = (
-    "Stillhouse cannot reach its database right now; nothing was changed. Retry in a few seconds."
+    "Stillhouse cannot reach its database right now; retry in a few seconds "
+    "(with the same Idempotency-Key, if the request creates something)."
 )
 
 
