@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     port: int = 8000
     host: str = "127.0.0.1"
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Every body but an upload's (job specs, predict inputs): a cap keeps one request from
+    # holding the gateway's memory.
+    max_json_bytes: int = Field(default=1024**2, gt=0)
     allow_torch_programs: bool = False
     # Stages whose worker stops heartbeating for this long are failed or re-queued by the reaper.
     heartbeat_timeout_s: float = Field(default=120.0, gt=0)

@@ -27,13 +27,25 @@ CNN1D_DEFAULTS: dict[str, Any] = {"channels": 16, "layers": 2, "kernel_size": 3}
 # The spec fields that name datasets, in the order a job uses them.
 DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# Ids are UUID4 strings: anything else names nothing. Text that reaches a database
+# column holds no control characters (PostgreSQL refuses NUL in text). Both patterns
+# are in the OpenAPI document, so clients and fuzzers see the rule.
+ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
 class StudentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    architecture: str | None = None
+    # Exactly one source, said in the schema too: a zoo architecture or an uploaded model.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["architecture"]}, {"required": ["model_id"]}]},
+    )
+    architecture: str | None = Field(
+        default=None, json_schema_extra={"enum": [*STUDENT_ARCHITECTURES, None]}
+    )
     params: dict[str, Any] = Field(default_factory=dict)
-    model_id: str | None = None
+    model_id: str | None = Field(default=None, pattern=ID_PATTERN)
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentSpec:
@@ -47,7 +59,7 @@ class StudentSpec(BaseModel):
 
 class LossTermSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(json_schema_extra={"enum": list(LOSS_PARAMS)})
     weight: float = Field(ge=0.0, le=1e6, allow_inf_nan=False)
     temperature: float | None = Field(default=None, gt=0.0, le=1e3, allow_inf_nan=False)
 
@@ -95,12 +107,12 @@ class PlacementSpec(BaseModel):
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    teacher_model_id: str
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    teacher_model_id: str = Field(pattern=ID_PATTERN)
     student: StudentSpec
-    train_dataset_id: str
-    transfer_dataset_id: str | None = None
-    val_dataset_id: str | None = None
+    train_dataset_id: str = Field(pattern=ID_PATTERN)
+    transfer_dataset_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    val_dataset_id: str | None = Field(default=None, pattern=ID_PATTERN)
     losses: list[LossTermSpec] = Field(min_length=1, max_length=16)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)

@@ -1,16 +1,36 @@
 """One error base class carrying its status code and a sentence for the user;
-one set of handlers renders every error as {"error": code, "detail": sentence}."""
+one set of handlers renders every error as {"error": code, "detail": sentence},
+and `responses()` declares those same bodies in the OpenAPI document."""
 
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("stillhouse.api")
+
+# Seconds a client should wait before retrying after a 503: long enough for a
+# database failover or restart to make progress, short enough to feel live.
+RETRY_AFTER_S = 5
+UNAVAILABLE_SENTENCE = (
+    "Stillhouse cannot reach its database right now; retry in a few seconds "
+    "(with the same Idempotency-Key, if the request creates something)."
+)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a stable machine code and a sentence for a person."""
+
+    error: str
+    detail: str
 
 
 class StillhouseError(Exception):
@@ -33,7 +53,7 @@ class NotFound(StillhouseError):
 
     @classmethod
     def of(cls, kind: str, resource_id: str) -> NotFound:
-        return cls(f"No {kind} with id '{resource_id}' exists for this API key.")
+        return cls(f"No {kind} with id '{shown(resource_id)}' exists for this API key.")
 
 
 class Conflict(StillhouseError):
@@ -61,18 +81,124 @@ class ServiceUnavailable(StillhouseError):
     code = "unavailable"
 
 
-def _body(code: str, detail: str, status: int) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+class IdempotencyKeyReused(Unprocessable):
+    code = "idempotency_key_reused"
+
+
+_DESCRIPTIONS = {
+    400: "The request could not be read.",
+    401: "No API key, or one that is not valid.",
+    404: "No such resource for this API key (ids that are not well formed included).",
+    409: "The resource is in a state that does not allow this.",
+    413: "The body is larger than this server accepts.",
+    415: "The uploaded file's format is not accepted.",
+    422: "The request is invalid; `detail` says which field and why.",
+    503: "The database is unreachable; retry after `Retry-After` seconds.",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of error responses, all with the one ErrorBody schema.
+    Declaring 422 here also keeps FastAPI from advertising its own validation array."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
+        if code == 503:
+            entry["headers"] = {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            }
+        declared[code] = entry
+    return declared
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """A user-sent value fit to quote in a sentence: control characters escaped, cut short."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value[:limit])
+    return text + ("…" if len(value) > limit else "")
+
+
+ASYNCPG_OUTAGES = {
+    "PostgresConnectionError",  # CannotConnectNowError (a server starting or stopping) and kin
+    "InterfaceError",  # ConnectionDoesNotExistError: the connection died mid-query
+    "TooManyConnectionsError",
+}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for a lost or refused connection to the database; False for a bug (bad SQL,
+    a constraint), which must stay a 500 so that it is seen and fixed."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or (exc.orig is not None and is_outage(exc.orig))
+    if isinstance(exc, OSError):  # ConnectionRefusedError, TimeoutError, a DNS failure
+        return True
+    module = type(exc).__module__
+    # asyncpg's connection errors, raised before SQLAlchemy can wrap them.
+    return module.startswith("asyncpg") and any(
+        base.__name__ in ASYNCPG_OUTAGES for base in type(exc).__mro__
+    )
+
+
+def _body(
+    code: str, detail: str, status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+_PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def explain_pattern(pattern: str, meaning: str) -> str:
+    """Register what a schema pattern means, so a mismatch reads as a sentence rather
+    than as the regular expression; returns the pattern for use in a Field."""
+    _PATTERN_MEANINGS[pattern] = meaning
+    return pattern
+
+
+def _message(error: Any) -> str:
+    pattern = (error.get("ctx") or {}).get("pattern")
+    if error.get("type") == "string_pattern_mismatch" and pattern in _PATTERN_MEANINGS:
+        return _PATTERN_MEANINGS[pattern]
+    return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
 
 
 def _validation_sentence(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        message = _message(error)
         parts.append(f"{where}: {message}" if where else message)
     return "The request is invalid: " + "; ".join(parts) + "."
+
+
+def _path_miss(exc: RequestValidationError) -> str | None:
+    """A path id that is not well formed names nothing: the sentence of a 404, or None."""
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        if len(loc) == 2 and loc[0] == "path" and str(loc[1]).endswith("_id"):
+            kind = str(loc[1]).removesuffix("_id")
+            return (
+                f"No {kind} with id '{shown(str(error.get('input', '')))}' exists for this API key."
+            )
+    return None
+
+
+def _allowed_methods(request: Request, exc: StarletteHTTPException) -> str:
+    """Every method served at this path, for a 405's Allow header. The router names only
+    the first route that matched the path; the OpenAPI document knows them all."""
+    methods = {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", template), request.url.path):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -82,18 +208,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        missing = _path_miss(exc)
+        if missing is not None:
+            return _body("not_found", missing, 404)
         return _body("invalid_request", _validation_sentence(exc), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _body(code, str(exc.detail), exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, exc)
+        return _body(code, str(exc.detail), exc.status_code, headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _failure(request: Request, exc: Exception) -> JSONResponse:
+        if is_outage(exc):
+            log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+            return _body("unavailable", UNAVAILABLE_SENTENCE, 503)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body("internal_error", "Stillhouse hit an internal error; it has been logged.", 500)
 
-
-class IdempotencyKeyReused(Unprocessable):
-    code = "idempotency_key_reused"
+    # The driver's and the socket's errors are handled inside the app (answered, not
+    # re-raised); anything else reaches the catch-all, which still tells an outage apart.
+    for kind in (DBAPIError, OSError, Exception):
+        app.add_exception_handler(kind, _failure)

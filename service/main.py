@@ -23,7 +23,7 @@ from service.fleet.endpoints import router as fleet_router
 from service.jobs.endpoints import router as jobs_router
 from service.models.endpoints import router as models_router
 from service.state import AppState, KeyCache
-from service.uploads import UploadLimitMiddleware
+from service.uploads import BodyLimitMiddleware
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
 
@@ -52,7 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_json_bytes=settings.max_json_bytes,
+    )
     for router in (models_router, datasets_router, jobs_router, fleet_router):
         app.include_router(router)
 

@@ -1,17 +1,19 @@
-"""Schema pieces every resource uses: UTC timestamps and cursor pages."""
+"""Schema pieces every resource uses: UTC timestamps, cursor pages, and the
+parameter types whose rules belong in the OpenAPI document (ids, cursors, names)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Form, Path, Query
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import repository
-from service.errors import Unprocessable
+from core.spec import ID_PATTERN, TEXT_PATTERN
+from service.errors import Unprocessable, explain_pattern
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -20,6 +22,36 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+# A cursor is "<created_at in microseconds since 1970>_<id>" of the last row seen: a
+# format a regular expression can state, so every cursor the schema allows is one the
+# server can read (17 digits stay below the year 9999).
+CURSOR_PATTERN = r"^[0-9]{1,17}_" + ID_PATTERN.removeprefix("^")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+explain_pattern(ID_PATTERN, "is not an id this API returned (ids are lowercase UUIDs)")
+explain_pattern(TEXT_PATTERN, "must not contain control characters such as NUL")
+explain_pattern(
+    CURSOR_PATTERN, "is not a cursor this API returned; pass next_cursor from the previous page"
+)
+
+# A path id that is not well formed is answered 404 without a query (see service.errors).
+IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The resource's id (a UUID).")]
+LimitQuery = Annotated[int, Query(ge=1, le=200, description="Items per page.")]
+CursorQuery = Annotated[
+    str | None,
+    Query(pattern=CURSOR_PATTERN, description="`next_cursor` from the previous page."),
+]
+NameForm = Annotated[
+    str | None,
+    Form(
+        min_length=1,
+        max_length=200,
+        pattern=TEXT_PATTERN,
+        description="Defaults to the file name without its suffix.",
+    ),
+]
 
 
 T = TypeVar("T")
@@ -31,19 +63,16 @@ class Page(BaseModel, Generic[T]):
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{row_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(_as_utc(created_at) - _EPOCH) // _MICROSECOND}_{row_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, row_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), row_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise Unprocessable(
             "The cursor is not one this API returned; pass next_cursor from the previous page."
-        ) from exc
+        )
+    micros, row_id = cursor.split("_", 1)
+    return _EPOCH + int(micros) * _MICROSECOND, row_id
 
 
 async def paginate(

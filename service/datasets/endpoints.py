@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, UploadFile, status
 from fastapi.responses import JSONResponse, Response
 
 from core import repository
@@ -13,15 +13,20 @@ from core.queues import ResourceStatus, TaskName
 from core.spec import DATASET_FIELDS
 from service.datasets.schemas import DatasetPublic
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
-from service.errors import Conflict, NotFound, UnsupportedMediaType
+from service.errors import Conflict, NotFound, UnsupportedMediaType, responses, shown
 from service.idempotency import IdempotencyDep, upload_meaning
-from service.schemas import Page, paginate
-from service.uploads import store_upload
+from service.schemas import CursorQuery, IdPath, LimitQuery, NameForm, Page, paginate
+from service.uploads import checked_filename, name_from, store_upload
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 422, 503))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    responses=responses(400, 413, 415),
+)
 async def upload_dataset(
     uow: UowDep,
     tenant_id: TenantDep,
@@ -29,12 +34,12 @@ async def upload_dataset(
     store: StoreDep,
     idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description=".npz with 'x' and optional 'y'")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: NameForm = None,
 ) -> DatasetPublic | JSONResponse:
-    filename = file.filename or ""
+    filename = checked_filename(file)
     if PurePosixPath(filename.lower()).suffix != ".npz":
         raise UnsupportedMediaType(
-            f"Stillhouse cannot read '{filename or 'the file'}' as a dataset; upload an .npz file "
+            f"Stillhouse cannot read '{shown(filename) or 'the file'}' as a dataset; upload an .npz file "
             "with an array 'x' (float, shape (N, ...)) and optionally 'y' (integer class ids)."
         )
     stored = await store_upload(file, store, settings.max_upload_bytes)
@@ -43,7 +48,7 @@ async def upload_dataset(
         return replayed
     row = Dataset(
         tenant_id=tenant_id,
-        name=name or filename.rsplit(".", 1)[0] or "dataset",
+        name=name or name_from(filename, "dataset"),
         status=ResourceStatus.PENDING.value,
         format="npz",
         filename=filename,
@@ -61,23 +66,25 @@ async def upload_dataset(
 async def list_datasets(
     uow: UowDep,
     tenant_id: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> Page[DatasetPublic]:
     rows, next_cursor = await paginate(uow.session, Dataset, tenant_id, limit, cursor)
     return Page(items=[DatasetPublic.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
-async def get_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: str) -> DatasetPublic:
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=responses(404))
+async def get_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: IdPath) -> DatasetPublic:
     row = await uow.session.scalar(repository.owned(Dataset, tenant_id, dataset_id))
     if row is None:
         raise NotFound.of("dataset", dataset_id)
     return DatasetPublic.model_validate(row)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: str) -> Response:
+@router.delete(
+    "/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409)
+)
+async def delete_dataset(uow: UowDep, tenant_id: TenantDep, dataset_id: IdPath) -> Response:
     if await uow.session.scalar(repository.owned(Dataset, tenant_id, dataset_id)) is None:
         raise NotFound.of("dataset", dataset_id)
     active = await uow.session.scalars(repository.active_job_specs(tenant_id))

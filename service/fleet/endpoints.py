@@ -15,6 +15,7 @@ from sqlalchemy import text
 from core import repository
 from core.models import utcnow
 from service.deps import StateDep, TenantDep, UowDep
+from service.errors import responses
 from service.schemas import UtcDatetime
 
 router = APIRouter(tags=["fleet"])
@@ -35,7 +36,7 @@ class WorkerPublic(BaseModel):
     alive: bool = False
 
 
-@router.get("/v1/workers", response_model=list[WorkerPublic])
+@router.get("/v1/workers", response_model=list[WorkerPublic], responses=responses(401, 422, 503))
 async def list_workers(uow: UowDep, _: TenantDep, state: StateDep) -> list[WorkerPublic]:
     rows = await uow.session.scalars(repository.all_workers())
     now = utcnow()

@@ -8,18 +8,23 @@ from fastapi.responses import JSONResponse
 from core import lifecycle, repository
 from core.models import Job, JobStage
 from core.queues import JobStatus, StageStatus
-from core.spec import JobCreate
+from core.spec import TEXT_PATTERN, JobCreate
 from service.deps import SettingsDep, TenantDep, UowDep
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep
 from service.jobs import service
 from service.jobs.schemas import JobPublic, MetricPoint
-from service.schemas import Page, paginate
+from service.schemas import CursorQuery, IdPath, LimitQuery, Page, paginate
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 422, 503))
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=responses(400, 413),
+)
 async def create_job(
     uow: UowDep, tenant_id: TenantDep, settings: SettingsDep, body: JobCreate, idem: IdempotencyDep
 ) -> JobPublic | JSONResponse:
@@ -35,8 +40,8 @@ async def create_job(
 async def list_jobs(
     uow: UowDep,
     tenant_id: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> Page[JobPublic]:
     rows, next_cursor = await paginate(uow.session, Job, tenant_id, limit, cursor)
     stages = await _stages(uow, [r.id for r in rows])
@@ -64,25 +69,30 @@ async def _public(uow: UowDep, job: Job) -> JobPublic:
     return JobPublic.of(job, (await _stages(uow, [job.id])).get(job.id, []))
 
 
-@router.get("/{job_id}", response_model=JobPublic)
-async def get_job(uow: UowDep, tenant_id: TenantDep, job_id: str) -> JobPublic:
+@router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
+async def get_job(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobPublic:
     return await _public(uow, await _get(uow, tenant_id, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=list[MetricPoint])
+@router.get("/{job_id}/metrics", response_model=list[MetricPoint], responses=responses(404))
 async def job_metrics(
     uow: UowDep,
     tenant_id: TenantDep,
-    job_id: str,
-    name: str | None = None,
+    job_id: IdPath,
+    name: Annotated[
+        str | None,
+        Query(
+            max_length=100, pattern=TEXT_PATTERN, description="Only this series, e.g. train_loss."
+        ),
+    ] = None,
 ) -> list[MetricPoint]:
     await _get(uow, tenant_id, job_id)
     rows = await uow.session.scalars(repository.job_metrics(job_id, name))
     return [MetricPoint.model_validate(r) for r in rows]
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
-async def cancel_job(uow: UowDep, tenant_id: TenantDep, job_id: str) -> JobPublic:
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(404, 409))
+async def cancel_job(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobPublic:
     job = await _get(uow, tenant_id, job_id)
     after = await uow.session.scalar(lifecycle.request_cancel(job_id, tenant_id))
     if after == JobStatus.CANCELLED.value:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, UploadFile, status
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from core import repository
@@ -11,17 +11,22 @@ from core.dispatch import inspect_message
 from core.models import Model
 from core.queues import ResourceStatus, TaskName
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep, upload_meaning
 from service.models import service
 from service.models.schemas import ModelPublic
-from service.schemas import Page, paginate
-from service.uploads import store_upload
+from service.schemas import CursorQuery, IdPath, LimitQuery, NameForm, Page, paginate
+from service.uploads import checked_filename, name_from, store_upload
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 422, 503))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelPublic,
+    responses=responses(400, 413, 415),
+)
 async def upload_model(
     uow: UowDep,
     tenant_id: TenantDep,
@@ -29,10 +34,10 @@ async def upload_model(
     store: StoreDep,
     idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description=service.ACCEPTED)],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: NameForm = None,
     spec: Annotated[str | None, Form(description="zoo spec JSON, for safetensors")] = None,
 ) -> ModelPublic | JSONResponse:
-    filename = file.filename or ""
+    filename = checked_filename(file)
     fmt = service.detect_format(filename, file.file, settings)
     parsed_spec = service.parse_spec(spec)
     stored = await store_upload(file, store, settings.max_upload_bytes)
@@ -41,7 +46,7 @@ async def upload_model(
         return replayed
     row = Model(
         tenant_id=tenant_id,
-        name=name or filename.rsplit(".", 1)[0] or "model",
+        name=name or name_from(filename, "model"),
         status=ResourceStatus.PENDING.value,
         format=fmt,
         filename=filename,
@@ -60,8 +65,8 @@ async def upload_model(
 async def list_models(
     uow: UowDep,
     tenant_id: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> Page[ModelPublic]:
     rows, next_cursor = await paginate(uow.session, Model, tenant_id, limit, cursor)
     return Page(items=[ModelPublic.of(r) for r in rows], next_cursor=next_cursor)
@@ -74,13 +79,13 @@ async def _get(uow: UowDep, tenant_id: str, model_id: str) -> Model:
     return row
 
 
-@router.get("/{model_id}", response_model=ModelPublic)
-async def get_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> ModelPublic:
+@router.get("/{model_id}", response_model=ModelPublic, responses=responses(404))
+async def get_model(uow: UowDep, tenant_id: TenantDep, model_id: IdPath) -> ModelPublic:
     return ModelPublic.of(await _get(uow, tenant_id, model_id))
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> Response:
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409))
+async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: IdPath) -> Response:
     await _get(uow, tenant_id, model_id)
     active = await uow.session.scalars(repository.active_job_specs(tenant_id))
     for spec in active:
@@ -94,12 +99,23 @@ async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> Resp
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{model_id}/file", response_class=Response)
+@router.get(
+    "/{model_id}/file",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        **responses(404),
+    },
+)
 async def download_model(
     uow: UowDep,
     tenant_id: TenantDep,
     store: StoreDep,
-    model_id: str,
+    model_id: IdPath,
     format: Literal["onnx", "safetensors", "torchscript", "torch_export"] | None = None,
 ) -> Response:
     row = await _get(uow, tenant_id, model_id)

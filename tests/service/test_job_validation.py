@@ -113,7 +113,12 @@ def test_losses_and_students_are_checked(client, auth, ids) -> None:
         job_body(ids, train_dataset_id=ids["transfer"]["id"]),
         "Loss 'ce' needs ground-truth labels",
     )
-    _refused(client, auth, job_body(ids, teacher_model_id="missing"), "teacher model 'missing'")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    _refused(client, auth, job_body(ids, teacher_model_id=unknown), f"teacher model '{unknown}'")
+    # A malformed id is refused by the schema's pattern, before any query.
+    _refused(
+        client, auth, job_body(ids, teacher_model_id="missing"), "teacher_model_id", "not an id"
+    )
 
 
 def test_unlabeled_train_set_with_kd_only_is_accepted(client, auth, ids) -> None:
