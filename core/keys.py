@@ -109,7 +109,7 @@ def list_keys(settings: Settings, tenant: str | None = None) -> list[KeyInfo]:
     engine = make_engine(settings.resolved_database_url)
     try:
         with make_sessionmaker(engine)() as session:
-            return [_info(row, name) for row, name in session.execute(_key_rows(tenant)).tuples()]
+            return [_info(row, name) for row, name in session.execute(_key_rows(tenant))]
     finally:
         engine.dispose()
 
@@ -126,9 +126,9 @@ def revoke_key(settings: Settings, prefix_or_key: str) -> tuple[KeyInfo, bool]:
     engine = make_engine(settings.resolved_database_url)
     try:
         with make_sessionmaker(engine).begin() as session:
-            rows = list(session.execute(_key_rows().where(by_key)).tuples())
+            rows = list(session.execute(_key_rows().where(by_key)))
             if not rows and display_prefix(text) == text:  # no longer than a shown prefix
-                rows = list(session.execute(_key_rows().where(by_prefix)).tuples())
+                rows = list(session.execute(_key_rows().where(by_prefix)))
             live = [(row, name) for row, name in rows if row.revoked_at is None]
             if not rows:
                 raise NoSuchKey(f"No API key matches '{text}'; see 'stillhouse keys list'.")

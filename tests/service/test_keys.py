@@ -3,11 +3,14 @@ the API does with a revoked key or a deleted tenant: 401 at once, never 500."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from contextlib import redirect_stderr, redirect_stdout
 
 import httpx
 import numpy as np
@@ -16,9 +19,10 @@ from sqlalchemy import Connection, delete, text
 
 from core import repository
 from core.auth import hash_key
-from core.config import Settings
+from core.config import Settings, get_settings
 from core.db import make_engine, make_sessionmaker
 from core.models import Tenant
+from stillhouse.cli import main
 from tests.conftest import ROOT, npz_bytes, settings_env
 
 JOB = {
@@ -30,20 +34,41 @@ JOB = {
 }
 
 
-def keys_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stillhouse.cli", "keys", *args],
-        env=settings_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def keys_cli(
+    settings: Settings, *args: str, process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`stillhouse keys ARGS` against the test database: in this process through
+    the CLI's main() (fast), or as a real command when `process` is set."""
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "stillhouse.cli", "keys", *args],
+            env=settings_env(settings),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    env = {k: v for k, v in settings_env(settings).items() if k.startswith("STILLHOUSE_")}
+    saved = {k: os.environ.get(k) for k in env}
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["keys", *args])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
-def _created(settings: Settings, *args: str) -> tuple[dict[str, str], str]:
+def _created(settings: Settings, *args: str, process: bool = False) -> tuple[dict[str, str], str]:
     """(auth headers, tenant name) of a key made by `stillhouse keys create`."""
-    result = keys_cli(settings, "create", *args)
+    result = keys_cli(settings, "create", *args, process=process)
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
     assert key.startswith("sh_") and "\n" not in key  # the key alone: scripts capture it
@@ -89,20 +114,25 @@ def test_revoked_key_is_refused_on_the_very_next_write(
     assert again.returncode == 0 and "already revoked" in again.stdout
 
 
-def test_revoke_refuses_an_ambiguous_prefix_and_fails_on_no_match(settings: Settings) -> None:
-    _created(settings)
+def test_revoke_refuses_an_ambiguous_prefix_and_fails_on_no_match(
+    client: TestClient, settings: Settings
+) -> None:
+    headers, _ = _created(settings)
     _created(settings)  # at least two live keys start with "sh_"
     ambiguous = keys_cli(settings, "revoke", "sh_")
     assert ambiguous.returncode == 2 and "matches" in ambiguous.stderr
     assert "longer prefix" in ambiguous.stderr
     missing = keys_cli(settings, "revoke", "zz_nothing")
     assert missing.returncode == 1 and "No API key matches" in missing.stderr
+    whole = keys_cli(settings, "revoke", headers["Authorization"].removeprefix("Bearer "))
+    assert whole.returncode == 0 and "revoked" in whole.stdout  # the whole key works too
+    assert client.post("/v1/jobs", headers=headers, json=JOB).status_code == 401
 
 
 def test_keys_without_tenant_get_new_tenants_that_cannot_see_each_other(
     client: TestClient, settings: Settings
 ) -> None:
-    (alice, alice_tenant), (bob, bob_tenant) = _created(settings), _created(settings)
+    (alice, alice_tenant), (bob, bob_tenant) = _created(settings, process=True), _created(settings)
     assert alice_tenant != bob_tenant and alice_tenant.startswith("tenant-")
     dataset = _upload(client, alice).json()["id"]
     assert client.get(f"/v1/datasets/{dataset}", headers=bob).status_code == 404
