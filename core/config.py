@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     # Longest a job may run; the broker's visibility timeout must exceed it (docs/reliability.md).
     max_job_seconds: int = Field(default=6 * 3600, gt=0)
     max_epochs: int = Field(default=1000, gt=0)
-    key_cache_seconds: float = Field(default=30.0, ge=0)
+    # How long a GET/HEAD may trust an API key it has already seen: after a revoke (or a
+    # tenant deletion) reads keep working for at most this long. Writes always re-check the
+    # key in SQL, so a revoked key can change nothing from the moment it is revoked.
+    key_cache_seconds: float = Field(default=5.0, ge=0)
     # Which queue and device this worker process serves (`stillhouse worker --pool --device`).
     worker_pool: str = "cpu"
     worker_device: str = "cpu"

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 from core.dispatch import Message, stage_message
 from core.models import Job, JobStage, Model, new_id, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, StageStatus
+from core.redact import redact_paths
 from core.stages import BY_NAME, PIPELINE, next_stage
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
@@ -374,6 +375,7 @@ def cancel(session: Session, claim: Claim) -> None:
 
 
 def fail(session: Session, claim: Claim, error: str) -> None:
+    error = redact_paths(error)  # the user sees what went wrong, not the server's folders
     fence(session, claim)
     session.execute(
         update(JobStage)

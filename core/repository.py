@@ -70,8 +70,16 @@ def active_job_specs(tenant_id: str) -> Select[Any]:
     return select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_JOB_STATUSES))
 
 
-def all_workers() -> Select[Any]:
-    return select(Worker).order_by(Worker.last_heartbeat.desc()).limit(500)
+def workers_seen_by(tenant_id: str) -> Select[Worker, str]:
+    """(worker, its current job id if that job is the tenant's, else None): a
+    tenant sees the whole fleet but never another tenant's job ids."""
+    own_job = and_(Job.id == Worker.current_job_id, Job.tenant_id == tenant_id)
+    return (
+        select(Worker, Job.id)
+        .outerjoin(Job, own_job)
+        .order_by(Worker.last_heartbeat.desc())
+        .limit(500)
+    )
 
 
 def resolve_pool(requested: str, live_gpu_workers: int) -> str:

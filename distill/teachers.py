@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from distill.errors import DistillError
+from distill.onnx_safety import read_onnx
 
 _FLOAT_TYPES = {
     "tensor(float)": np.float32,
@@ -31,13 +32,15 @@ def _dims(shape: list[int | str | None]) -> list[int | None]:
     return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
-def _session(path: str | os.PathLike, device: str) -> ort.InferenceSession:
+def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
+    """A session built from bytes already checked by read_onnx: given no path,
+    ONNX Runtime has no folder to resolve an external-data name against."""
     providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(os.fspath(path), providers=providers)
+        return ort.InferenceSession(model_bytes, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise DistillError(
             f"ONNX Runtime cannot load the model ({str(exc).strip()[:300]}); export it with a "
@@ -70,18 +73,16 @@ def _check_io(session: ort.InferenceSession) -> tuple[str, list[int | None], typ
 
 def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
     """Check an ONNX teacher and run one batch of zeros to learn its concrete output shape."""
+    data, model = read_onnx(path)  # refuses external data before anything opens a path
     try:
-        model = onnx.load(os.fspath(path))
         onnx.checker.check_model(model)
-    except FileNotFoundError as exc:
-        raise DistillError(f"The model file {os.fspath(path)!r} does not exist.") from exc
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+    except Exception as exc:  # onnx raises ValidationError and friends
         raise DistillError(
             f"The file is not a valid ONNX model: {str(exc).strip()[:300]}"
             + ("" if str(exc).strip().endswith(".") else ".")
         ) from exc
     num_params = sum(math.prod(init.dims) for init in model.graph.initializer)
-    teacher = OnnxTeacher(path)
+    teacher = OnnxTeacher(path, checked_bytes=data)
     batch = teacher.input_shape[0] or 2
     feature = teacher.input_shape[1:]
     if any(d is None for d in feature):
@@ -102,8 +103,14 @@ def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
 class OnnxTeacher:
     """An ONNX model whose first output is the logits (N, C)."""
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
-        self.session = _session(path, device)
+    def __init__(
+        self, path: str | os.PathLike, device: str = "cpu", checked_bytes: bytes | None = None
+    ):
+        # Every load goes through read_onnx, so a job's teacher is held to the same
+        # no-external-data rule as its inspection. `checked_bytes`: what read_onnx
+        # already returned for this path, so inspection reads the file once.
+        data = checked_bytes if checked_bytes is not None else read_onnx(path)[0]
+        self.session = _session(data, device)
         self.input_name, self.input_shape, self._dtype = _check_io(self.session)
         self.output_name = self.session.get_outputs()[0].name
 

@@ -36,20 +36,28 @@ async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
         yield UnitOfWork(session, state.celery)
 
 
+# Requests that only read may trust the key cache; every other one asks SQL, so a
+# revoked key or a deleted tenant can change nothing from the moment it is gone.
+CACHED_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_tenant_id(
-    state: StateDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
 ) -> str:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
     key_hash = hash_key(key.strip())
-    tenant_id = state.keys.get(key_hash)
+    cached = request.method in CACHED_METHODS
+    tenant_id = state.keys.get(key_hash) if cached else None
     if tenant_id is None:
         async with state.sessions() as session:
             tenant_id = await session.scalar(repository.tenant_id_for_key(key_hash))
         if tenant_id is None:
+            state.keys.drop(key_hash)
             raise Unauthorized(
-                "This API key is not valid; create one with 'stillhouse keys create'."
+                "This API key is not valid (unknown, revoked, or its tenant was deleted); "
+                "create one with 'stillhouse keys create'."
             )
         state.keys.put(key_hash, tenant_id)
     return tenant_id

@@ -20,6 +20,7 @@ from core.storage import ArtifactStore
 from service.datasets.endpoints import router as datasets_router
 from service.errors import install_error_handlers
 from service.fleet.endpoints import router as fleet_router
+from service.integrity import install_integrity_handler
 from service.jobs.endpoints import router as jobs_router
 from service.models.endpoints import router as models_router
 from service.state import AppState, KeyCache
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_integrity_handler(app)
     app.add_middleware(
         BodyLimitMiddleware,
         max_upload_bytes=settings.max_upload_bytes,

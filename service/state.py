@@ -18,7 +18,8 @@ from core.storage import ArtifactStore
 
 @dataclass
 class KeyCache:
-    """sha256(key) -> tenant id, kept `ttl` seconds so a status poll costs no key query."""
+    """sha256(key) -> tenant id, kept `ttl` seconds so a status poll costs no key query.
+    Only reads use it (service.deps): writes always re-check the key in SQL."""
 
     ttl: float
     max_entries: int = 10_000
@@ -29,6 +30,9 @@ class KeyCache:
         if hit is None or hit[1] < time.monotonic():
             return None
         return hit[0]
+
+    def drop(self, key_hash: str) -> None:
+        self._entries.pop(key_hash, None)
 
     def put(self, key_hash: str, tenant_id: str) -> None:
         if len(self._entries) >= self.max_entries:

@@ -4,7 +4,9 @@ stillhouse dev                       # embedded defaults: migrate, API + one CPU
 stillhouse api [--host H --port P]   # the gateway alone
 stillhouse worker --pool cpu --device cpu
 stillhouse migrate                   # alembic upgrade head
-stillhouse keys create [--tenant NAME]
+stillhouse keys create [--tenant NAME] [--name TEXT] [--key KEY]   # prints the key alone
+stillhouse keys list [--tenant NAME] [--json]
+stillhouse keys revoke PREFIX_OR_KEY
 """
 
 from __future__ import annotations
@@ -30,10 +32,71 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from core.keys import create_key
+    from core.keys import KeyRefused, issue_key
 
-    key = create_key(get_settings(), args.tenant, args.name, args.key)
-    print(key)
+    try:
+        created = issue_key(get_settings(), args.tenant, args.name, args.key)
+    except KeyRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # The key alone on stdout, so `KEY=$(stillhouse keys create)` captures it.
+    print(created.key)
+    print(f"API key for tenant '{created.tenant}' (shown once; store it now)", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    import json
+
+    from core.keys import list_keys
+
+    keys = list_keys(get_settings(), args.tenant)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "prefix": k.prefix,
+                        "name": k.name,
+                        "tenant": k.tenant,
+                        "created_at": k.created_at.isoformat(),
+                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in keys
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    rows = [("PREFIX", "NAME", "TENANT", "CREATED", "REVOKED")] + [
+        (
+            k.prefix,
+            k.name or "-",
+            k.tenant,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-",
+        )
+        for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from core.keys import KeyRefused, NoSuchKey, revoke_key
+
+    try:
+        key, revoked_now = revoke_key(get_settings(), args.key)
+    except (KeyRefused, NoSuchKey) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, KeyRefused) else 1
+    when = f"{key.revoked_at:%Y-%m-%d %H:%M:%S} UTC" if key.revoked_at else ""
+    state = "revoked" if revoked_now else f"was already revoked at {when}"
+    print(f"key {key.prefix}... of tenant '{key.tenant}' {state}")
     return 0
 
 
@@ -94,7 +157,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     cmd_migrate(args)
-    key = ensure_dev_key(settings)
+    try:
+        key = ensure_dev_key(settings)
+    except ValueError as exc:  # a STILLHOUSE_API_KEY too short to use
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not _port_free(settings.host, settings.port):
         print(
             f"error: {settings.host}:{settings.port} is in use; stop what runs there or set "
@@ -198,10 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     create = keys.add_parser("create", help="create an API key (printed once)")
-    create.add_argument("--tenant", default="default")
-    create.add_argument("--name", default="")
-    create.add_argument("--key", help="use this key instead of generating one")
+    create.add_argument(
+        "--tenant", help="the tenant the key belongs to (created if missing); default: a new one"
+    )
+    create.add_argument("--name", default="", help="a label for the key, shown by 'keys list'")
+    create.add_argument("--key", help="use this key (24+ characters) instead of generating one")
     create.set_defaults(fn=cmd_keys_create)
+    listing = keys.add_parser("list", help="list keys: prefix, name, tenant, created, revoked")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    listing.set_defaults(fn=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key at once (by its prefix or the key)")
+    revoke.add_argument("key", metavar="PREFIX_OR_KEY")
+    revoke.set_defaults(fn=cmd_keys_revoke)
     return parser
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.models import Dataset, Model, utcnow
 from core.queues import ResourceStatus, TaskName
+from core.redact import redact_paths
 from distill.data import inspect_npz
 from distill.errors import DistillError
 from distill.export import inspect_safetensors, read_student_spec
@@ -24,6 +25,7 @@ MAX_EXPANSION = 4
 
 
 def _finish(entity: Any, row_id: str, **values: Any) -> None:
+    values["error"] = redact_paths(values["error"]) if values.get("error") else None
     with context().sessions.begin() as session:
         row = session.get(entity, row_id)
         if row is not None and row.status == ResourceStatus.PENDING.value:
@@ -43,7 +45,7 @@ def _pending(entity: Any, row_id: str) -> Any | None:
 
 def _unexpected(what: str, exc: Exception) -> str:
     log.exception("inspecting %s failed", what)
-    return f"Stillhouse could not read this {what} ({type(exc).__name__}: {exc})."
+    return redact_paths(f"Stillhouse could not read this {what} ({type(exc).__name__}: {exc}).")
 
 
 @stillhouse_task(TaskName.INSPECT_MODEL, max_retries=3)

@@ -30,6 +30,7 @@ class WorkerPublic(BaseModel):
     device_name: str | None
     memory_bytes: int | None
     versions: dict[str, Any]
+    # The job the worker runs now, shown only when it is one of the caller's jobs.
     current_job_id: str | None
     started_at: UtcDatetime
     last_heartbeat: UtcDatetime
@@ -37,12 +38,13 @@ class WorkerPublic(BaseModel):
 
 
 @router.get("/v1/workers", response_model=list[WorkerPublic], responses=responses(401, 422, 503))
-async def list_workers(uow: UowDep, _: TenantDep, state: StateDep) -> list[WorkerPublic]:
-    rows = await uow.session.scalars(repository.all_workers())
+async def list_workers(uow: UowDep, tenant_id: TenantDep, state: StateDep) -> list[WorkerPublic]:
+    rows = await uow.session.execute(repository.workers_seen_by(tenant_id))
     now = utcnow()
     out = []
-    for row in rows:
+    for row, own_job_id in rows:
         public = WorkerPublic.model_validate(row)
+        public.current_job_id = own_job_id
         age = (now - public.last_heartbeat.astimezone(UTC)).total_seconds()
         public.alive = age <= state.settings.heartbeat_timeout_s
         out.append(public)

@@ -127,10 +127,11 @@ async def download_model(
     suffix = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".pt"}.get(
         wanted, ".pt2"
     )
-    filename = f"{row.name}{suffix}"
+    # One escaped header whichever store serves the file: a name is user text.
+    headers = {"Content-Disposition": service.content_disposition(f"{row.name}{suffix}")}
     if store.is_local:
         return FileResponse(
-            store.local_path(entry["key"]), filename=filename, media_type="application/octet-stream"
+            store.local_path(entry["key"]), headers=headers, media_type="application/octet-stream"
         )
 
     def chunks() -> Iterator[bytes]:
@@ -138,8 +139,4 @@ async def download_model(
             while block := source.read(1024 * 1024):
                 yield block
 
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
