@@ -35,7 +35,7 @@ async def upload_model(
     filename = file.filename or ""
     fmt = service.detect_format(filename, file.file, settings)
     parsed_spec = service.parse_spec(spec)
-    stored = await store_upload(file, store, settings.max_upload_bytes)
+    stored = await store_upload(file, store, settings.max_upload_bytes, uow)
     replayed = await idem.replay(uow, upload_meaning(name, spec, stored))
     if replayed is not None:
         return replayed
