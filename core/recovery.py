@@ -1,7 +1,8 @@
 """Recovery, run from every worker's heartbeat thread: the reaper takes back
 stages whose worker went silent; the sweeper re-sends stages whose message
-was lost. Both change rows only through conditional UPDATEs (see
-core.lifecycle), so any number of workers may run them at once."""
+was lost, and uploads whose message was lost or whose inspector died (their
+claim went stale, core.inspection). All change rows only through conditional
+UPDATEs (see core.lifecycle), so any number of workers may run them at once."""
 
 from __future__ import annotations
 

@@ -88,7 +88,8 @@ async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: str) -> Resp
             raise Conflict(
                 "A queued or running job uses this model; cancel it or wait, then delete."
             )
-    # Blobs are content-addressed and may back other rows: only the row goes.
+    # Blobs are content-addressed and may back other rows: only the row goes, and the
+    # collector (core.blobs) deletes the blob once no row records it.
     await uow.session.execute(repository.delete_owned(Model, tenant_id, model_id))
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,14 +6,19 @@ to build: the worker runs with a 1 MB decoded-size limit instead of 2 GiB."""
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from core.config import Settings
+from core.storage import ArtifactStore
 from tests.conftest import new_tenant, npz_bytes, start_worker, stop_worker, wait_for
 from tests.stack import inspector_processes, private_stack, sql
 
@@ -28,7 +33,12 @@ def stack(
 
     folder = tmp_path_factory.mktemp("bad-datasets")
     with private_stack(settings, folder / "data") as private:
-        env = {"STILLHOUSE_MAX_DATASET_DECODED_BYTES": str(LIMIT)}
+        env = {
+            "STILLHOUSE_MAX_DATASET_DECODED_BYTES": str(LIMIT),
+            # Collect every second, sparing blobs younger than 30 s (this module's uploads).
+            "STILLHOUSE_GC_INTERVAL_S": "1",
+            "STILLHOUSE_GC_GRACE_S": "30",
+        }
         worker = start_worker(private, "cpu", folder / "worker.log", env)
         try:
             with TestClient(create_app(private)) as client:
@@ -123,3 +133,21 @@ def test_a_refused_final_write_ends_invalid(
     assert found["error"].startswith(
         "Stillhouse could not record what it found in this dataset (NumericValueOutOfRange)"
     ), found["error"]
+
+
+def test_an_idle_worker_collects_old_orphans(
+    stack: tuple[Settings, TestClient, subprocess.Popen[bytes]],
+) -> None:
+    """The periodic collection: an unreferenced blob older than the grace period goes,
+    and the worker logs what it reclaimed."""
+    private, _, worker = stack
+    store = ArtifactStore(private.resolved_storage_url)
+    orphan = store.put_blob(io.BytesIO(b"an orphan of yesterday " * 10))
+    os.utime(Path(store.root) / orphan.key, ns=(1, 1))
+    deadline = time.monotonic() + 30
+    while store.exists(orphan.key) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not store.exists(orphan.key)
+    log = (private.data_dir.parent / "worker.log").read_text()
+    assert f"{orphan.size} bytes reclaimed" in log, log[-2000:]
+    assert worker.poll() is None
