@@ -91,10 +91,12 @@ def _claim(ctx: WorkerContext, entity: Any, row_id: str) -> InspectClaim | None:
     return claim
 
 
-def _load(ctx: WorkerContext, claim: InspectClaim) -> Any:
+def _load(ctx: WorkerContext, claim: InspectClaim) -> Any | None:
+    """The claimed row, or None when it was deleted since the claim."""
     with ctx.sessions() as session:
         row = session.get(claim.entity, claim.row_id)
-        session.expunge(row)
+        if row is not None:
+            session.expunge(row)
         return row
 
 
@@ -133,6 +135,8 @@ def inspect_model(model_id: str) -> None:
     if claim is None:
         return
     row = _load(ctx, claim)
+    if row is None:
+        return
     spec = row.spec
     with ClaimKeeper(ctx, claim):
         try:
@@ -183,6 +187,8 @@ def inspect_dataset(dataset_id: str) -> None:
     if claim is None:
         return
     row = _load(ctx, claim)
+    if row is None:
+        return
     settings = ctx.settings
     limits = Limits(
         settings.max_dataset_decoded_bytes, settings.max_classes, settings.inspect_memory_bytes
