@@ -61,6 +61,22 @@ class Settings(BaseSettings):
     # about 800 MB with Adam's gradients and moments; a student meant for a CPU or an edge
     # box is far smaller, and a bigger one takes a worker's memory from every other job.
     max_student_params: int = Field(default=50_000_000, gt=0)
+    # Inspections started on one upload without finishing (each killed its worker) before the
+    # file is marked invalid instead of being loaded again.
+    max_inspect_attempts: int = Field(default=2, ge=1)
+    # A dataset's arrays may take at most this much memory decoded, and once converted for
+    # training (x float32, y int64): what an uncompressed upload at the default cap could hold,
+    # so a small compressed file cannot ask a training worker for more.
+    max_dataset_decoded_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # The address-space ceiling (RLIMIT_AS) of the child process that reads a dataset. It
+    # reads in 16 MiB chunks and needs about 200 MiB; the rest is headroom.
+    inspect_memory_bytes: int = Field(default=1024**3, gt=0)
+    # Labels are class indices; one past this is a mistake, not a class.
+    max_classes: int = Field(default=1_000_000, gt=0)
+    # An idle cpu worker deletes unreferenced blobs this often (0: never), sparing those
+    # younger than the grace period: an upload or a stage may be about to record them.
+    gc_interval_s: float = Field(default=3600.0, ge=0)
+    gc_grace_s: float = Field(default=3600.0, ge=0)
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""

@@ -86,6 +86,11 @@ class Upload:
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+    # The inspection's claim, as a job stage's (core/inspection.py): how many inspections
+    # started, the lease of the one running now, and that one's last sign of life.
+    inspect_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    inspect_lease: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    inspect_heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class Model(Upload, Base):

@@ -1,7 +1,8 @@
 """Recovery, run from every worker's heartbeat thread: the reaper takes back
 stages whose worker went silent; the sweeper re-sends stages whose message
-was lost. Both change rows only through conditional UPDATEs (see
-core.lifecycle), so any number of workers may run them at once."""
+was lost, and uploads whose message was lost or whose inspector died (their
+claim went stale, core.inspection). All change rows only through conditional
+UPDATEs (see core.lifecycle), so any number of workers may run them at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.dispatch import Message, stage_message
+from core.inspection import claimable
 from core.lifecycle import end_job, lock_job
 from core.models import Job, JobStage, utcnow
 from core.queues import JobStatus, ResourceStatus, StageStatus
@@ -130,12 +132,21 @@ def _touch_if_unchanged(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def unsettled_uploads(entity: Any, now: datetime, after_s: float, limit: int = 100) -> Any:
-    """Uploads still pending inspection after `after_s`: their message may be lost."""
+def unsettled_uploads(
+    entity: Any,
+    now: datetime,
+    after_s: float,
+    timeout_s: float,
+    max_attempts: int,
+    limit: int = 100,
+) -> Any:
+    """Uploads pending inspection for `after_s` that no live worker holds, with attempts
+    left: their message was lost, or the worker inspecting them died."""
     return (
         select(entity.id, entity.updated_at)
         .where(
-            entity.status == ResourceStatus.PENDING.value,
+            claimable(entity, now, timeout_s),
+            entity.inspect_attempts < max_attempts,
             entity.updated_at < now - timedelta(seconds=after_s),
         )
         .order_by(entity.updated_at)

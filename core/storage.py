@@ -3,17 +3,38 @@ default, a shared volume or any fsspec URL (s3://bucket/prefix) in production.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 
 CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A stream stored under its content's key. `created_stamp` is the blob's modification
+    time (ns) when this call created it, None when the blob was there already."""
+
+    key: str
+    sha256: str
+    size: int
+    created_stamp: int | None
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    key: str
+    size: int
+    stamp: int  # modification time, ns since the epoch
 
 
 class UploadTooLarge(Exception):
@@ -36,6 +57,13 @@ class ArtifactStore:
 
     def put_stream(self, source: IO[bytes], max_bytes: int | None = None) -> tuple[str, str, int]:
         """Copy a stream in, hashing as it goes; return (key, sha256, size)."""
+        blob = self.put_blob(source, max_bytes)
+        return blob.key, blob.sha256, blob.size
+
+    def put_blob(self, source: IO[bytes], max_bytes: int | None = None) -> Blob:
+        """Copy a stream in under its content's key. When the blob is there already, its
+        modification time is refreshed instead: the garbage collector spares blobs younger
+        than its grace period, so one an upload is about to record is never collected."""
         tmp_key = f"tmp/{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         size = 0
@@ -49,17 +77,92 @@ class ArtifactStore:
                         raise UploadTooLarge(max_bytes)
                     digest.update(chunk)
                     out.write(chunk)
-        except BaseException:
-            self.fs.rm(tmp_path)
-            raise
-        sha = digest.hexdigest()
-        key = blob_key(sha)
-        if self.fs.exists(self._path(key)):
-            self.fs.rm(tmp_path)
-        else:
+            sha = digest.hexdigest()
+            key = blob_key(sha)
             self.fs.makedirs(self._path(key.rsplit("/", 1)[0]), exist_ok=True)
-            self.fs.mv(tmp_path, self._path(key))
-        return key, sha, size
+            created = self._settle(tmp_path, self._path(key))
+        finally:
+            if self.fs.exists(tmp_path):
+                self.fs.rm(tmp_path)
+        return Blob(key=key, sha256=sha, size=size, created_stamp=created)
+
+    def _settle(self, tmp_path: str, path: str) -> int | None:
+        """Put the written file at `path`, or refresh the blob already there; returns the
+        new blob's modification time (ns) when this call created it, else None."""
+        if not self.is_local:
+            # Object stores cannot refresh a time in place: write it again (same bytes).
+            existed = bool(self.fs.exists(path))
+            self.fs.mv(tmp_path, path)
+            return None if existed else self.stamp_of(path)
+        for _ in range(3):
+            try:
+                os.link(tmp_path, path)  # atomic: of two uploads of new content, one creates
+                return os.stat(path).st_mtime_ns
+            except FileExistsError:
+                pass
+            try:
+                os.utime(path)
+                return None
+            except FileNotFoundError:
+                continue  # collected between the two calls: create it again
+        raise OSError(f"could not store blob {path}: it kept disappearing")
+
+    def stamp_of(self, path: str) -> int:
+        if self.is_local:
+            return os.stat(path).st_mtime_ns
+        return int(self.fs.modified(path).timestamp() * 1e9)
+
+    def discard(self, blob: Blob) -> bool:
+        """Remove a blob this process created (a request that failed), unless another
+        upload of the same content refreshed it meanwhile. True when removed."""
+        if blob.created_stamp is None:
+            return False
+        return self.remove_if_unchanged(blob.key, blob.created_stamp)
+
+    def remove_if_unchanged(self, key: str, stamp: int) -> bool:
+        """Remove `key` if its modification time is still `stamp`. Locally the file is
+        first renamed aside (atomic), so an upload that refreshes it after the check
+        finds it gone and creates it again, and one that refreshed it before the rename
+        shows in its time: the file is then put back."""
+        path = self._path(key)
+        if not self.is_local:  # best effort: object stores have no atomic rename
+            if not self.fs.exists(path) or self.stamp_of(path) != stamp:
+                return False
+            self.fs.rm(path)
+            return True
+        aside = self._path(f"tmp/{uuid.uuid4().hex}.collected")
+        self.fs.makedirs(self._path("tmp"), exist_ok=True)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if os.stat(aside).st_mtime_ns != stamp:
+            with contextlib.suppress(FileExistsError):  # recreated meanwhile: same bytes
+                os.link(aside, path)
+            os.remove(aside)
+            return False
+        os.remove(aside)
+        return True
+
+    def blobs(self) -> Iterator[StoredBlob]:
+        """Every blob under `blobs/`, with its size and modification time."""
+        prefix = self._path("blobs")
+        if not self.fs.exists(prefix):
+            return
+        if self.is_local:
+            for folder, _, names in os.walk(prefix):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    try:
+                        stat = os.stat(path)
+                    except FileNotFoundError:
+                        continue
+                    key = os.path.relpath(path, self.root).replace(os.sep, "/")
+                    yield StoredBlob(key, stat.st_size, stat.st_mtime_ns)
+            return
+        for path, info in self.fs.find(prefix, detail=True).items():
+            key = path[len(self.root) :].lstrip("/")
+            yield StoredBlob(key, int(info.get("size") or 0), self.stamp_of(path))
 
     def put_file(self, path: str | os.PathLike[str]) -> tuple[str, str, int]:
         with open(path, "rb") as source:

@@ -1,23 +1,20 @@
-"""Data sets as .npz files: key "x" (N, ...) numeric, optional key "y" (N,) class labels."""
+"""Data sets as .npz files: key "x" (N, ...) numeric, optional key "y" (N,) class labels.
+
+`load_npz` loads a file that inspection (distill.npz_scan, in bounded memory)
+has already accepted; it checks again, since a file can be read by a script
+too."""
 
 from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
 
 import numpy as np
 
 from distill.errors import DistillError
+from distill.npz_scan import DatasetInfo, inspect_npz
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    num_samples: int
-    sample_shape: tuple[int, ...]
-    num_classes: int | None  # max label + 1 when labeled
-    labeled: bool
-    x_dtype: str  # dtype as stored in the file, before conversion to float32
+__all__ = ["DatasetInfo", "inspect_npz", "load_npz"]
 
 
 def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -68,7 +65,7 @@ def _check_x(x: np.ndarray) -> np.ndarray:
             f'The array "x" has dtype {x.dtype}, which is not numeric; store the inputs as '
             "float32 (or another integer/float dtype)."
         )
-    if x.ndim < 2 or x.shape[0] == 0:
+    if x.ndim < 2 or x.shape[0] == 0 or 0 in x.shape[1:]:
         raise DistillError(
             f'The array "x" has shape {x.shape}; it must be (N, ...) with N > 0 samples and at '
             "least one feature per sample."
@@ -113,18 +110,3 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     x = _check_x(arrays["x"])
     y = _check_y(arrays["y"], len(x)) if "y" in arrays else None
     return x, y
-
-
-def inspect_npz(path: str | os.PathLike) -> DatasetInfo:
-    """Validate a data set file and describe it."""
-    arrays = _read_npz(path)
-    x_dtype = str(arrays["x"].dtype)
-    x = _check_x(arrays["x"])
-    y = _check_y(arrays["y"], len(x)) if "y" in arrays else None
-    return DatasetInfo(
-        num_samples=int(x.shape[0]),
-        sample_shape=tuple(int(d) for d in x.shape[1:]),
-        num_classes=int(y.max()) + 1 if y is not None else None,
-        labeled=y is not None,
-        x_dtype=x_dtype,
-    )

@@ -33,7 +33,11 @@ def get_store(state: StateDep) -> ArtifactStore:
 
 async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
     async with state.sessions() as session:
-        yield UnitOfWork(session, state.celery)
+        uow = UnitOfWork(session, state.celery, state.store)
+        try:
+            yield uow
+        finally:
+            await uow.release()  # a request that did not commit leaves no blob behind
 
 
 # Requests that only read may trust the key cache; every other one asks SQL, so a

@@ -4,6 +4,7 @@ artifact store and the API key cache."""
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -11,9 +12,12 @@ import anyio.to_thread
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.blobs import uses_blob
 from core.config import Settings
 from core.dispatch import Message, send
-from core.storage import ArtifactStore
+from core.storage import ArtifactStore, Blob
+
+log = logging.getLogger("stillhouse.api")
 
 
 @dataclass
@@ -54,18 +58,47 @@ class UnitOfWork:
     """The request's transaction plus the task messages it will send: messages
     leave only after the commit, so a worker never sees a row that is not there.
     A send the broker refuses is logged and left to the workers' sweeper: the
-    committed row is the record, so the request still succeeds."""
+    committed row is the record, so the request still succeeds.
 
-    def __init__(self, session: AsyncSession, celery: Celery) -> None:
+    It also remembers the blobs the request created: a request that ends
+    without a commit removes them again (`release`), so a failed upload leaves
+    neither row nor file behind."""
+
+    def __init__(
+        self, session: AsyncSession, celery: Celery, store: ArtifactStore | None = None
+    ) -> None:
         self.session = session
         self._celery = celery
         self._outbox: list[Message] = []
+        self._store = store
+        self._new_blobs: list[Blob] = []
+        self._committed = False
+
+    def stored(self, blob: Blob) -> None:
+        if blob.created_stamp is not None:
+            self._new_blobs.append(blob)
 
     def enqueue(self, message: Message) -> None:
         self._outbox.append(message)
 
     async def commit(self) -> None:
         await self.session.commit()
+        self._committed = True
         outbox, self._outbox = self._outbox, []
         for message in outbox:
             await anyio.to_thread.run_sync(functools.partial(send, self._celery, message))
+
+    async def release(self) -> None:
+        """At the end of the request: without a commit, remove the blobs it created that
+        no row records (a concurrent upload of the same file may have recorded one)."""
+        blobs, self._new_blobs = self._new_blobs, []
+        if self._committed or not blobs or self._store is None:
+            return
+        store = self._store
+        try:
+            await self.session.rollback()
+            for blob in blobs:
+                if await self.session.scalar(uses_blob(blob)) is None:
+                    await anyio.to_thread.run_sync(functools.partial(store.discard, blob))
+        except Exception:  # the database is away: the collector removes them later
+            log.warning("could not remove the blobs of a failed request", exc_info=True)

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.spec import CONTROL_CHARACTERS
 from core.storage import ArtifactStore, UploadTooLarge
 from service.errors import PayloadTooLarge, Unprocessable, shown
+from service.state import UnitOfWork
 
 # Room for the multipart envelope and the small form fields around the file.
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -136,13 +137,18 @@ class StoredFile:
     filename: str
 
 
-async def store_upload(file: UploadFile, store: ArtifactStore, max_bytes: int) -> StoredFile:
+async def store_upload(
+    file: UploadFile, store: ArtifactStore, max_bytes: int, uow: UnitOfWork
+) -> StoredFile:
+    """Store the file, and tell the request's unit of work, which removes the blob
+    again if the request ends without a commit."""
     try:
-        key, sha, size = await anyio.to_thread.run_sync(
-            lambda: store.put_stream(file.file, max_bytes)
-        )
+        blob = await anyio.to_thread.run_sync(lambda: store.put_blob(file.file, max_bytes))
     except UploadTooLarge as exc:
         raise PayloadTooLarge(too_large_sentence(max_bytes)) from exc
-    if size == 0:
+    uow.stored(blob)
+    if blob.size == 0:
         raise Unprocessable("The uploaded file is empty; choose the file again and re-send it.")
-    return StoredFile(key=key, sha256=sha, size_bytes=size, filename=file.filename or "")
+    return StoredFile(
+        key=blob.key, sha256=blob.sha256, size_bytes=blob.size, filename=file.filename or ""
+    )

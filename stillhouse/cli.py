@@ -7,6 +7,7 @@ stillhouse migrate                   # alembic upgrade head
 stillhouse keys create [--tenant NAME] [--name TEXT] [--key KEY]   # prints the key alone
 stillhouse keys list [--tenant NAME] [--json]
 stillhouse keys revoke PREFIX_OR_KEY
+stillhouse gc [--grace-seconds N] [--dry-run] [--json]   # delete unreferenced blobs
 """
 
 from __future__ import annotations
@@ -97,6 +98,35 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     when = f"{key.revoked_at:%Y-%m-%d %H:%M:%S} UTC" if key.revoked_at else ""
     state = "revoked" if revoked_now else f"was already revoked at {when}"
     print(f"key {key.prefix}... of tenant '{key.tenant}' {state}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from core.blobs import collect
+    from core.db import make_engine, make_sessionmaker
+    from core.storage import ArtifactStore
+
+    settings = get_settings()
+    grace = settings.gc_grace_s if args.grace_seconds is None else args.grace_seconds
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            store = ArtifactStore(settings.resolved_storage_url)
+            report = collect(store, session, grace, dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    print(
+        f"{verb} {report.deleted} unreferenced blob(s), {report.reclaimed_bytes} bytes "
+        f"({report.reclaimed_bytes / 1024**2:.1f} MiB); kept {report.referenced} referenced and "
+        f"{report.young} younger than {grace:g} s, of {report.blobs} blobs"
+    )
     return 0
 
 
@@ -278,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key at once (by its prefix or the key)")
     revoke.add_argument("key", metavar="PREFIX_OR_KEY")
     revoke.set_defaults(fn=cmd_keys_revoke)
+    gc = sub.add_parser("gc", help="delete stored blobs that no row references")
+    gc.add_argument(
+        "--grace-seconds",
+        type=float,
+        help="spare blobs younger than this (default: STILLHOUSE_GC_GRACE_S, one hour): an "
+        "upload or a job may be about to record them",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    gc.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc.set_defaults(fn=cmd_gc)
     return parser
 
 

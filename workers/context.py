@@ -29,6 +29,9 @@ class WorkerContext:
     claim: Claim | None = None
     # Set by the heartbeat thread when the held stage's lease no longer matches.
     lease_lost: threading.Event = field(default_factory=threading.Event)
+    # When this worker last started collecting unreferenced blobs, and that collection.
+    gc_started: float = -float("inf")
+    gc_thread: threading.Thread | None = None
 
     @property
     def current_job_id(self) -> str | None:

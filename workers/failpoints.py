@@ -3,7 +3,10 @@ makes a worker pause that many seconds at the start of a stage (of every job,
 or only of the job named before the colon), so a test can cancel, kill or
 freeze it while a stage that is otherwise too short to hit is running. The
 pause is cooperative: a cancel or a lost lease ends it within a tenth of a
-second. Empty (the default) in production: nothing pauses."""
+second. `inspect_dataset=SECONDS` pauses a dataset's inspection (its claim
+stays renewed meanwhile) and `inspect_dataset=kill` makes the worker SIGKILL
+itself mid-inspection, as a file that exhausts its memory would. Empty (the
+default) in production: nothing pauses."""
 
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ def parse(spec: str) -> dict[tuple[str | None, str], float]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         target, _, seconds = part.partition("=")
         job, _, stage = target.strip().rpartition(":")
-        points[(job or None, stage)] = float(seconds)
+        try:
+            points[(job or None, stage)] = float(seconds)
+        except ValueError:
+            continue  # not a pause (`inspect_dataset=kill`)
     return points
 
 
@@ -33,3 +39,14 @@ def failpoint(spec: str, claim: Claim, check: StopCheck) -> None:
     if seconds > 0:
         log.warning("failpoint: pausing %.1f s at the start of stage %s", seconds, claim.stage)
         check.pause(seconds)
+
+
+def inspection_failpoint(spec: str, task: str) -> tuple[float, bool]:
+    """(seconds the inspector pauses before reading, whether the worker then kills itself)
+    for `inspect_dataset=SECONDS` or `inspect_dataset=kill` (a file that kills its worker)."""
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        target, _, value = part.partition("=")
+        if target.strip() == task:
+            kill = value.strip() == "kill"
+            return (60.0 if kill else float(value)), kill
+    return 0.0, False

@@ -1,45 +1,103 @@
 """Inspect uploads in a worker (never in the gateway): load the file with the
-real runtime, record its shapes, and mark it ready or invalid with a sentence."""
+real runtime, record its shapes, and mark it ready or invalid with a sentence.
+
+An inspection is claimed first, like a job stage (core.inspection): a
+duplicate delivery finds it held and does nothing; the claim's heartbeat is
+renewed while the file is read, so a worker that dies is noticed and the
+sweeper sends the upload again; a file that stopped the inspector
+`max_inspect_attempts` times becomes invalid instead of being loaded again.
+A dataset is read in a child process under a memory ceiling (distill.inspector).
+Whatever goes wrong ends in `invalid` with a sentence, the final write included.
+"""
 
 from __future__ import annotations
 
 import logging
-import zipfile
+import os
+import signal
+import threading
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from core.models import Dataset, Model, utcnow
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from core import inspection
+from core.inspection import InspectClaim
+from core.models import Dataset, Model
 from core.queues import ResourceStatus, TaskName
 from core.redact import redact_paths
-from distill.data import inspect_npz
 from distill.errors import DistillError
 from distill.export import inspect_safetensors, read_student_spec
+from distill.inspector import InspectionStopped, Limits, inspect_isolated
 from distill.programs import inspect_torch_program
 from distill.teachers import inspect_onnx
-from workers.context import context
-from workers.task import stillhouse_task
+from workers.context import WorkerContext, context
+from workers.failpoints import inspection_failpoint
+from workers.task import TRANSIENT, stillhouse_task
 
 log = logging.getLogger("stillhouse.worker")
-# An .npz may not unpack to more than this many times the upload cap (zip bombs).
-MAX_EXPANSION = 4
+INVALID, READY = ResourceStatus.INVALID.value, ResourceStatus.READY.value
 
 
-def _finish(entity: Any, row_id: str, **values: Any) -> None:
-    values["error"] = redact_paths(values["error"]) if values.get("error") else None
-    with context().sessions.begin() as session:
-        row = session.get(entity, row_id)
-        if row is not None and row.status == ResourceStatus.PENDING.value:
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = utcnow()
+class ClaimKeeper:
+    """Renews an inspection's claim every heartbeat from a thread while the file is read;
+    `lost` is set when the claim was taken over (this worker was silent too long)."""
+
+    def __init__(self, ctx: WorkerContext, claim: InspectClaim) -> None:
+        self.ctx, self.claim = ctx, claim
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inspect-claim", daemon=True)
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.ctx.settings.worker_heartbeat_s):
+            try:
+                with self.ctx.sessions.begin() as session:
+                    held = inspection.heartbeat(session, self.claim)
+            except Exception:  # a database blip: try again next beat
+                log.warning("could not renew the inspection claim", exc_info=True)
+                continue
+            if not held:
+                self.lost.set()
+                return
 
 
-def _pending(entity: Any, row_id: str) -> Any | None:
-    with context().sessions() as session:
-        row = session.get(entity, row_id)
-        if row is None or row.status != ResourceStatus.PENDING.value:
-            return None  # deleted, or a duplicate delivery of a finished inspection
-        session.expunge(row)
+def _claim(ctx: WorkerContext, entity: Any, row_id: str) -> InspectClaim | None:
+    """The claim, or None: finished, deleted, held by a live worker (a duplicate
+    delivery), or out of attempts, in which case the file is marked invalid here."""
+    settings = ctx.settings
+    timeout, attempts = settings.heartbeat_timeout_s, settings.max_inspect_attempts
+    with ctx.sessions.begin() as session:
+        claim = inspection.claim(session, entity, row_id, timeout, attempts)
+    if claim is None:
+        with ctx.sessions.begin() as session:
+            if inspection.give_up(session, entity, row_id, timeout, attempts):
+                log.warning(
+                    "%s %s stopped the inspector %d times; invalid",
+                    entity.__tablename__,
+                    row_id,
+                    attempts,
+                )
+    return claim
+
+
+def _load(ctx: WorkerContext, claim: InspectClaim) -> Any | None:
+    """The claimed row, or None when it was deleted since the claim."""
+    with ctx.sessions() as session:
+        row = session.get(claim.entity, claim.row_id)
+        if row is not None:
+            session.expunge(row)
         return row
 
 
@@ -48,38 +106,69 @@ def _unexpected(what: str, exc: Exception) -> str:
     return redact_paths(f"Stillhouse could not read this {what} ({type(exc).__name__}: {exc}).")
 
 
+def _finish(ctx: WorkerContext, claim: InspectClaim, what: str, **values: Any) -> None:
+    """Record the outcome under the claim. A write the database refuses (a value out of
+    its range, say) becomes `invalid` with a sentence rather than an upload left pending."""
+    if values.get("error"):
+        values["error"] = redact_paths(values["error"])
+    try:
+        with ctx.sessions.begin() as session:
+            held = inspection.finish(session, claim, **values)
+    except OperationalError:
+        raise  # the database is away: the claim goes stale and the sweeper re-sends it
+    except DBAPIError as exc:
+        log.exception("recording the inspection of %s %s failed", what, claim.row_id)
+        reason = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        error = (
+            f"Stillhouse could not record what it found in this {what} ({reason}); check its "
+            "shapes and labels for values out of the ordinary and upload it again."
+        )
+        with ctx.sessions.begin() as session:
+            held = inspection.finish(session, claim, status=INVALID, error=error)
+    if not held:
+        log.warning(
+            "%s %s: the inspection claim was taken over; result dropped", what, claim.row_id
+        )
+
+
 @stillhouse_task(TaskName.INSPECT_MODEL, max_retries=3)
 def inspect_model(model_id: str) -> None:
-    row = _pending(Model, model_id)
+    ctx = context()
+    claim = _claim(ctx, Model, model_id)
+    if claim is None:
+        return
+    row = _load(ctx, claim)
     if row is None:
         return
-    path = context().store.local_path(row.files[row.format]["key"])
     spec = row.spec
-    try:
-        if row.format == "onnx":
-            info = inspect_onnx(path)
-        elif row.format == "safetensors":
-            spec = spec or _embedded_spec(path)
-            if spec is None:
-                raise DistillError(
-                    "safetensors weights need a zoo spec ({'architecture', 'params', "
-                    "'input_shape', 'num_classes'}); send it in the 'spec' form field."
-                )
-            info = inspect_safetensors(path, spec)
-        else:
-            info = inspect_torch_program(path, row.format)
-    except DistillError as exc:
-        _finish(Model, model_id, status=ResourceStatus.INVALID.value, error=str(exc))
-        return
-    except Exception as exc:
-        _finish(
-            Model, model_id, status=ResourceStatus.INVALID.value, error=_unexpected("model", exc)
-        )
-        return
+    with ClaimKeeper(ctx, claim):
+        try:
+            path = ctx.store.local_path(row.files[row.format]["key"])
+            if row.format == "onnx":
+                info = inspect_onnx(path)
+            elif row.format == "safetensors":
+                spec = spec or _embedded_spec(path)
+                if spec is None:
+                    raise DistillError(
+                        "safetensors weights need a zoo spec ({'architecture', 'params', "
+                        "'input_shape', 'num_classes'}); send it in the 'spec' form field."
+                    )
+                info = inspect_safetensors(path, spec)
+            else:
+                info = inspect_torch_program(path, row.format)
+        except DistillError as exc:
+            _finish(ctx, claim, "model", status=INVALID, error=str(exc))
+            return
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            _finish(ctx, claim, "model", status=INVALID, error=_unexpected("model", exc))
+            return
     _finish(
-        Model,
-        model_id,
-        status=ResourceStatus.READY.value,
+        ctx,
+        claim,
+        "model",
+        status=READY,
         spec=spec,
         input_shape=list(info.input_shape),
         output_shape=list(info.output_shape),
@@ -94,48 +183,47 @@ def _embedded_spec(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def check_archive(path: Path, max_bytes: int) -> None:
-    """An .npz is a zip: refuse traversal-looking member names and size bombs
-    before numpy unpacks anything."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise DistillError(
-            "The file is not a valid .npz archive; save it with numpy.savez or savez_compressed."
-        ) from exc
-    for member in members:
-        name = member.filename
-        if name.startswith(("/", "\\")) or ".." in Path(name).parts:
-            raise DistillError(f"The archive holds a member with an unsafe path ('{name}').")
-    total = sum(m.file_size for m in members)
-    if total > MAX_EXPANSION * max_bytes:
-        raise DistillError(
-            f"The archive unpacks to {total} bytes, more than this server accepts "
-            f"({MAX_EXPANSION * max_bytes}); split the dataset into smaller files."
-        )
-
-
 @stillhouse_task(TaskName.INSPECT_DATASET, max_retries=3)
 def inspect_dataset(dataset_id: str) -> None:
-    row = _pending(Dataset, dataset_id)
+    ctx = context()
+    claim = _claim(ctx, Dataset, dataset_id)
+    if claim is None:
+        return
+    row = _load(ctx, claim)
     if row is None:
         return
-    path = context().store.local_path(row.storage_key)
-    try:
-        check_archive(path, context().settings.max_upload_bytes)
-        info = inspect_npz(path)
-    except DistillError as exc:
-        _finish(Dataset, dataset_id, status=ResourceStatus.INVALID.value, error=str(exc))
-        return
-    except Exception as exc:
-        error = _unexpected("dataset", exc)
-        _finish(Dataset, dataset_id, status=ResourceStatus.INVALID.value, error=error)
-        return
+    settings = ctx.settings
+    limits = Limits(
+        settings.max_dataset_decoded_bytes, settings.max_classes, settings.inspect_memory_bytes
+    )
+    pause_s, kill = inspection_failpoint(settings.failpoints, "inspect_dataset")
+    with ClaimKeeper(ctx, claim) as keeper:
+
+        def keep_going() -> bool:
+            if kill:
+                log.warning("failpoint: killing this worker mid-inspection")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return not keeper.lost.is_set()
+
+        try:
+            path = ctx.store.local_path(row.storage_key)
+            info = inspect_isolated(path, limits, keep_going, poll_s=0.5, pause_s=pause_s)
+        except InspectionStopped:
+            log.warning("dataset %s: the inspection claim was taken over; stopped", dataset_id)
+            return
+        except DistillError as exc:
+            _finish(ctx, claim, "dataset", status=INVALID, error=str(exc))
+            return
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            _finish(ctx, claim, "dataset", status=INVALID, error=_unexpected("dataset", exc))
+            return
     _finish(
-        Dataset,
-        dataset_id,
-        status=ResourceStatus.READY.value,
+        ctx,
+        claim,
+        "dataset",
+        status=READY,
         num_samples=info.num_samples,
         sample_shape=list(info.sample_shape),
         num_classes=info.num_classes,

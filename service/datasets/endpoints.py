@@ -42,7 +42,7 @@ async def upload_dataset(
             f"Stillhouse cannot read '{shown(filename) or 'the file'}' as a dataset; upload an .npz file "
             "with an array 'x' (float, shape (N, ...)) and optionally 'y' (integer class ids)."
         )
-    stored = await store_upload(file, store, settings.max_upload_bytes)
+    stored = await store_upload(file, store, settings.max_upload_bytes, uow)
     replayed = await idem.replay(uow, upload_meaning(name, None, stored))
     if replayed is not None:
         return replayed

@@ -40,7 +40,7 @@ async def upload_model(
     filename = checked_filename(file)
     fmt = service.detect_format(filename, file.file, settings)
     parsed_spec = service.parse_spec(spec)
-    stored = await store_upload(file, store, settings.max_upload_bytes)
+    stored = await store_upload(file, store, settings.max_upload_bytes, uow)
     replayed = await idem.replay(uow, upload_meaning(name, spec, stored))
     if replayed is not None:
         return replayed
@@ -93,7 +93,8 @@ async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: IdPath) -> R
             raise Conflict(
                 "A queued or running job uses this model; cancel it or wait, then delete."
             )
-    # Blobs are content-addressed and may back other rows: only the row goes.
+    # Blobs are content-addressed and may back other rows: only the row goes, and the
+    # collector (core.blobs) deletes the blob once no row records it.
     await uow.session.execute(repository.delete_owned(Model, tenant_id, model_id))
     await uow.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
