@@ -201,6 +201,15 @@ def _allowed_methods(request: Request, exc: StarletteHTTPException) -> str:
     return ", ".join(sorted(methods))
 
 
+async def failure(request: Request, exc: Exception) -> JSONResponse:
+    """An error no domain rule explains: 503 when the database is unreachable, else 500."""
+    if is_outage(exc):
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return _body("unavailable", UNAVAILABLE_SENTENCE, 503)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _body("internal_error", "Stillhouse hit an internal error; it has been logged.", 500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StillhouseError)
     async def _domain(_: Request, exc: StillhouseError) -> JSONResponse:
@@ -221,14 +230,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = _allowed_methods(request, exc)
         return _body(code, str(exc.detail), exc.status_code, headers)
 
-    async def _failure(request: Request, exc: Exception) -> JSONResponse:
-        if is_outage(exc):
-            log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
-            return _body("unavailable", UNAVAILABLE_SENTENCE, 503)
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _body("internal_error", "Stillhouse hit an internal error; it has been logged.", 500)
-
     # The driver's and the socket's errors are handled inside the app (answered, not
     # re-raised); anything else reaches the catch-all, which still tells an outage apart.
     for kind in (DBAPIError, OSError, Exception):
-        app.add_exception_handler(kind, _failure)
+        app.add_exception_handler(kind, failure)

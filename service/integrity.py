@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from service.errors import NotFound, StillhouseError, Unauthorized
+from service.errors import NotFound, StillhouseError, Unauthorized, failure
 
 FOREIGN_KEY_SQLSTATE = "23503"  # PostgreSQL foreign_key_violation (psycopg and asyncpg)
 FOREIGN_KEY_SQLITE = "SQLITE_CONSTRAINT_FOREIGNKEY"
@@ -47,7 +47,7 @@ def install_integrity_handler(app: FastAPI) -> None:
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         error = _as_domain_error(exc)
         if error is None:
-            raise exc  # any other constraint: the generic handler logs it and answers 500
+            return await failure(request, exc)  # any other constraint: logged, 500
         headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
         return JSONResponse(
             {"error": error.code, "detail": error.detail},
