@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from core import inspection
 from core.inspection import InspectClaim
@@ -34,6 +35,7 @@ from distill.programs import inspect_torch_program
 from distill.teachers import inspect_onnx
 from workers.context import WorkerContext, context
 from workers.failpoints import inspection_failpoint
+from workers.retry import read, transact
 from workers.task import TRANSIENT, stillhouse_task
 
 log = logging.getLogger("stillhouse.worker")
@@ -78,27 +80,32 @@ def _claim(ctx: WorkerContext, entity: Any, row_id: str) -> InspectClaim | None:
     delivery), or out of attempts, in which case the file is marked invalid here."""
     settings = ctx.settings
     timeout, attempts = settings.heartbeat_timeout_s, settings.max_inspect_attempts
-    with ctx.sessions.begin() as session:
-        claim = inspection.claim(session, entity, row_id, timeout, attempts)
+    what = f"claiming {entity.__tablename__} {row_id}"
+    claim = transact(ctx, what, lambda s: inspection.claim(s, entity, row_id, timeout, attempts))
     if claim is None:
-        with ctx.sessions.begin() as session:
-            if inspection.give_up(session, entity, row_id, timeout, attempts):
-                log.warning(
-                    "%s %s stopped the inspector %d times; invalid",
-                    entity.__tablename__,
-                    row_id,
-                    attempts,
-                )
+        gave_up = transact(
+            ctx, what, lambda s: inspection.give_up(s, entity, row_id, timeout, attempts)
+        )
+        if gave_up:
+            log.warning(
+                "%s %s stopped the inspector %d times; invalid",
+                entity.__tablename__,
+                row_id,
+                attempts,
+            )
     return claim
 
 
 def _load(ctx: WorkerContext, claim: InspectClaim) -> Any | None:
     """The claimed row, or None when it was deleted since the claim."""
-    with ctx.sessions() as session:
+
+    def load(session: Session) -> Any | None:
         row = session.get(claim.entity, claim.row_id)
         if row is not None:
             session.expunge(row)
         return row
+
+    return read(ctx, f"reading {claim.entity.__tablename__} {claim.row_id}", load)
 
 
 def _unexpected(what: str, exc: Exception) -> str:
@@ -111,11 +118,11 @@ def _finish(ctx: WorkerContext, claim: InspectClaim, what: str, **values: Any) -
     its range, say) becomes `invalid` with a sentence rather than an upload left pending."""
     if values.get("error"):
         values["error"] = redact_paths(values["error"])
+    recording = f"recording the inspection of {what} {claim.row_id}"
     try:
-        with ctx.sessions.begin() as session:
-            held = inspection.finish(session, claim, **values)
+        held = transact(ctx, recording, lambda s: inspection.finish(s, claim, **values))
     except OperationalError:
-        raise  # the database is away: the claim goes stale and the sweeper re-sends it
+        raise  # away past the retry budget: the claim goes stale and the sweeper re-sends it
     except DBAPIError as exc:
         log.exception("recording the inspection of %s %s failed", what, claim.row_id)
         reason = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
@@ -123,8 +130,9 @@ def _finish(ctx: WorkerContext, claim: InspectClaim, what: str, **values: Any) -
             f"Stillhouse could not record what it found in this {what} ({reason}); check its "
             "shapes and labels for values out of the ordinary and upload it again."
         )
-        with ctx.sessions.begin() as session:
-            held = inspection.finish(session, claim, status=INVALID, error=error)
+        held = transact(
+            ctx, recording, lambda s: inspection.finish(s, claim, status=INVALID, error=error)
+        )
     if not held:
         log.warning(
             "%s %s: the inspection claim was taken over; result dropped", what, claim.row_id
