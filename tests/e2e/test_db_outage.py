@@ -27,9 +27,11 @@ pytestmark = pytest.mark.skipif(
     reason="needs PostgreSQL's initdb and pg_ctl",
 )
 BLIP_S = 5.0
-# Enough that the blip lands mid-training; were the epochs to end during it, the stage
-# would still wait (retrying) to record them and finish, so the test holds either way.
-EPOCHS = 36
+# Small batches and enough epochs (about 10 s of training on an idle 2-core machine) that
+# the blip lands mid-training; were the epochs to end during it, the stage would still wait
+# (retrying) to record them and finish, so only the "still training" check needs the time.
+EPOCHS = 30
+BATCH = 8
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def test_a_running_job_rides_out_a_database_blip(
     auth = new_tenant(on_private)
     with TestClient(create_app(on_private)) as api:
         ids = upload_digits(api, auth, digits)
-        training = {"epochs": EPOCHS, "batch_size": 64, "lr": 0.003}
+        training = {"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.003}
         body = job_body(
             ids, name="blip", baseline=False, transfer_dataset_id=None, training=training
         )
