@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 BLIP_S = 5.0
 # Enough that the blip lands mid-training; were the epochs to end during it, the stage
 # would still wait (retrying) to record them and finish, so the test holds either way.
-EPOCHS = 36
+EPOCHS = 30
 
 
 @pytest.fixture
@@ -66,14 +66,13 @@ def test_a_running_job_rides_out_a_database_blip(
     auth = new_tenant(on_private)
     with TestClient(create_app(on_private)) as api:
         ids = upload_digits(api, auth, digits)
-        training = {"epochs": EPOCHS, "batch_size": 64, "lr": 0.003}
-        body = job_body(
-            ids, name="blip", baseline=False, transfer_dataset_id=None, training=training
-        )
+        training = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.003}
+        body = job_body(ids, name="blip", baseline=False, training=training)
         response = api.post("/v1/jobs", headers=auth, json=body)
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
-        wait_until(api, job_id, auth, lambda j: j["stage"] == "training" and j["epoch"] >= 2)
+        # Its first epochs are recorded: the loop is running and its recorder writing.
+        wait_until(api, job_id, auth, lambda j: j["stage"] == "training" and j["epoch"] >= 1)
 
         private_pg.stop()  # cuts every open connection
         time.sleep(BLIP_S)  # the API is not asked while the database is away
@@ -81,7 +80,7 @@ def test_a_running_job_rides_out_a_database_blip(
         back = api.get(f"/v1/jobs/{job_id}", headers=auth).json()
         assert back["status"] == "running" and back["stage"] == "training", back
 
-        job = wait_for(api, f"/v1/jobs/{job_id}", auth, FINISHED, timeout=120)
+        job = wait_for(api, f"/v1/jobs/{job_id}", auth, FINISHED, timeout=180)
         assert job["status"] == "succeeded", job["error"]
         trained = stage(job, "training")
         assert trained["attempts"] == 1 and trained["resumed_from_epoch"] == 0, trained
