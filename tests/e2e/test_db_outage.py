@@ -79,7 +79,13 @@ def test_a_running_job_rides_out_a_database_blip(
         wait_until(api, job_id, auth, lambda j: j["stage"] == "training" and j["epoch"] >= 1)
 
         private_pg.stop()  # cuts every open connection
-        time.sleep(BLIP_S)  # the API is not asked while the database is away
+        started = time.monotonic()
+        # Meanwhile the API answers 503 with Retry-After: the status read and a new job alike.
+        for method, path, sent in (("GET", f"/v1/jobs/{job_id}", None), ("POST", "/v1/jobs", body)):
+            away = api.request(method, path, headers=auth, json=sent)
+            assert away.status_code == 503, away.text
+            assert away.json()["error"] == "unavailable" and away.headers["Retry-After"], away.text
+        time.sleep(max(0.0, BLIP_S - (time.monotonic() - started)))
         private_pg.start()
         back = api.get(f"/v1/jobs/{job_id}", headers=auth).json()
         assert back["status"] == "running" and back["stage"] == "training", back
@@ -89,6 +95,8 @@ def test_a_running_job_rides_out_a_database_blip(
         trained = stage(job, "training")
         assert trained["attempts"] == 1 and trained["resumed_from_epoch"] == 0, trained
         assert all(s["attempts"] == 1 for s in job["stages"]), job["stages"]
+        jobs = api.get("/v1/jobs", headers=auth).json()["items"]
+        assert [j["id"] for j in jobs] == [job_id]  # the job refused with 503 was not saved
         for name in ("loss", "val_accuracy"):
             assert series(api, job_id, auth, name) == list(range(1, EPOCHS + 1)), name
     log = worker.log.read_text()  # type: ignore[attr-defined]
