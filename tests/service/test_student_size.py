@@ -12,19 +12,14 @@ from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.models import Model
 from examples.digits import DigitsFiles
-from tests.e2e.test_digits_job import job_body, upload
+from tests.e2e.test_digits_job import job_body, upload_digits
 
 pytestmark = pytest.mark.usefixtures("worker")  # inspects the uploads
 
 
 @pytest.fixture
 def ids(client: TestClient, auth: dict[str, str], digits: DigitsFiles) -> dict[str, dict]:
-    return {
-        "teacher": upload(client, auth, "models", digits.teacher_onnx),
-        "train": upload(client, auth, "datasets", digits.train_npz),
-        "val": upload(client, auth, "datasets", digits.val_npz),
-        "transfer": upload(client, auth, "datasets", digits.transfer_npz),
-    }
+    return upload_digits(client, auth, digits)
 
 
 def _too_big(client: TestClient, auth: dict[str, str], body: dict[str, Any], count: int) -> None:
