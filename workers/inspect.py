@@ -16,9 +16,10 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -31,8 +32,9 @@ from core.redact import redact_paths
 from distill.errors import DistillError
 from distill.export import inspect_safetensors, read_student_spec
 from distill.inspector import InspectionStopped, Limits, inspect_isolated
+from distill.npz_scan import DatasetInfo
 from distill.programs import inspect_torch_program
-from distill.teachers import inspect_onnx
+from distill.teachers import ModelInfo, inspect_onnx
 from workers.context import WorkerContext, context
 from workers.failpoints import inspection_failpoint
 from workers.retry import read, transact
@@ -40,6 +42,7 @@ from workers.task import TRANSIENT, stillhouse_task
 
 log = logging.getLogger("stillhouse.worker")
 INVALID, READY = ResourceStatus.INVALID.value, ResourceStatus.READY.value
+Info = TypeVar("Info")
 
 
 class ClaimKeeper:
@@ -113,6 +116,25 @@ def _unexpected(what: str, exc: Exception) -> str:
     return redact_paths(f"Stillhouse could not read this {what} ({type(exc).__name__}: {exc}).")
 
 
+def _read_or_refuse(
+    ctx: WorkerContext, claim: InspectClaim, what: str, inspect: Callable[[], Info]
+) -> Info | None:
+    """What `inspect()` found; or None once a failure ended the upload `invalid` with a
+    sentence. Infrastructure errors (the task's retry is theirs) and a lost claim are
+    raised."""
+    try:
+        return inspect()
+    except DistillError as exc:
+        _finish(ctx, claim, what, status=INVALID, error=str(exc))
+    except TRANSIENT:
+        raise
+    except InspectionStopped:
+        raise
+    except Exception as exc:
+        _finish(ctx, claim, what, status=INVALID, error=_unexpected(what, exc))
+    return None
+
+
 def _finish(ctx: WorkerContext, claim: InspectClaim, what: str, **values: Any) -> None:
     """Record the outcome under the claim. A write the database refuses (a value out of
     its range, say) becomes `invalid` with a sentence rather than an upload left pending."""
@@ -149,29 +171,26 @@ def inspect_model(model_id: str) -> None:
     if row is None:
         return
     spec = row.spec
+
+    def read_model() -> ModelInfo:
+        nonlocal spec
+        path = ctx.store.local_path(row.files[row.format]["key"])
+        if row.format == "onnx":
+            return inspect_onnx(path)
+        if row.format == "safetensors":
+            spec = spec or _embedded_spec(path)
+            if spec is None:
+                raise DistillError(
+                    "safetensors weights need a zoo spec ({'architecture', 'params', "
+                    "'input_shape', 'num_classes'}); send it in the 'spec' form field."
+                )
+            return inspect_safetensors(path, spec)
+        return inspect_torch_program(path, row.format)
+
     with ClaimKeeper(ctx, claim):
-        try:
-            path = ctx.store.local_path(row.files[row.format]["key"])
-            if row.format == "onnx":
-                info = inspect_onnx(path)
-            elif row.format == "safetensors":
-                spec = spec or _embedded_spec(path)
-                if spec is None:
-                    raise DistillError(
-                        "safetensors weights need a zoo spec ({'architecture', 'params', "
-                        "'input_shape', 'num_classes'}); send it in the 'spec' form field."
-                    )
-                info = inspect_safetensors(path, spec)
-            else:
-                info = inspect_torch_program(path, row.format)
-        except DistillError as exc:
-            _finish(ctx, claim, "model", status=INVALID, error=str(exc))
-            return
-        except TRANSIENT:
-            raise
-        except Exception as exc:
-            _finish(ctx, claim, "model", status=INVALID, error=_unexpected("model", exc))
-            return
+        info = _read_or_refuse(ctx, claim, "model", read_model)
+    if info is None:
+        return
     _finish(
         ctx,
         claim,
@@ -213,20 +232,17 @@ def inspect_dataset(dataset_id: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return not keeper.lost.is_set()
 
-        try:
+        def read_dataset() -> DatasetInfo:
             path = ctx.store.local_path(row.storage_key)
-            info = inspect_isolated(path, limits, keep_going, poll_s=0.5, pause_s=pause_s)
+            return inspect_isolated(path, limits, keep_going, poll_s=0.5, pause_s=pause_s)
+
+        try:
+            info = _read_or_refuse(ctx, claim, "dataset", read_dataset)
         except InspectionStopped:
             log.warning("dataset %s: the inspection claim was taken over; stopped", dataset_id)
             return
-        except DistillError as exc:
-            _finish(ctx, claim, "dataset", status=INVALID, error=str(exc))
-            return
-        except TRANSIENT:
-            raise
-        except Exception as exc:
-            _finish(ctx, claim, "dataset", status=INVALID, error=_unexpected("dataset", exc))
-            return
+    if info is None:
+        return
     _finish(
         ctx,
         claim,

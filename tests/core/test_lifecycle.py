@@ -31,17 +31,22 @@ def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+def queued_job(session: Session, label: str) -> str:
+    """A new tenant's queued job with its stages, waiting for teacher inference."""
+    tenant = Tenant(name=f"{label}-{uuid.uuid4().hex[:8]}")
+    session.add(tenant)
+    session.flush()
+    job = Job(tenant_id=tenant.id, name="j", spec={}, status="queued", stage=TEACHER)
+    session.add(job)
+    session.flush()
+    session.add_all(lifecycle.new_stages(job.id, "cpu"))
+    return job.id
+
+
 @pytest.fixture
 def job_id(sessions: sessionmaker[Session]) -> str:
     with sessions.begin() as session:
-        tenant = Tenant(name=f"lifecycle-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, name="j", spec={}, status="queued", stage=TEACHER)
-        session.add(job)
-        session.flush()
-        session.add_all(lifecycle.new_stages(job.id, "cpu"))
-        return job.id
+        return queued_job(session, "lifecycle")
 
 
 def _claim(sessions: sessionmaker[Session], job_id: str, stage: str, worker: str):

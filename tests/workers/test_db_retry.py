@@ -5,7 +5,6 @@ a database that stays away is retried only for the budget."""
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from core import lifecycle
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.lifecycle import LeaseLost
-from core.models import Job, Tenant
 from core.queues import Stage
 from core.storage import ArtifactStore
+from tests.core.test_lifecycle import queued_job
 from workers import jobs
 from workers.context import WorkerContext
 from workers.retry import transact
@@ -50,14 +49,7 @@ def contexts(settings: Settings, tmp_path: Path) -> Iterator[tuple[WorkerContext
 @pytest.fixture
 def job_id(contexts: tuple[WorkerContext, WorkerContext]) -> str:
     with contexts[0].sessions.begin() as session:
-        tenant = Tenant(name=f"retry-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, name="j", spec={}, status="queued", stage=TEACHER)
-        session.add(job)
-        session.flush()
-        session.add_all(lifecycle.new_stages(job.id, "cpu"))
-        return job.id
+        return queued_job(session, "retry")
 
 
 def test_a_stage_this_worker_still_holds_is_adopted_once(contexts, job_id) -> None:
