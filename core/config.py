@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     # younger than the grace period: an upload or a stage may be about to record them.
     gc_interval_s: float = Field(default=3600.0, ge=0)
     gc_grace_s: float = Field(default=3600.0, ge=0)
+    # The benchmark stage's time per model and runtime, split between the batch-1 latency runs
+    # and the throughput runs. A second gives a stable p95 for models that run in well under a
+    # millisecond; slower models get fewer runs within it (at least 20 latency runs and 3 batches).
+    benchmark_seconds: float = Field(default=1.0, gt=0, le=600)
+    # ONNX Runtime's and torch's threads in the benchmark (None: the runtimes' own default,
+    # every core), recorded in the report beside the figures.
+    benchmark_threads: int | None = Field(default=None, ge=1, le=1024)
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""

@@ -51,7 +51,7 @@ from core.dispatch import Message, stage_message
 from core.models import Job, JobStage, Model, new_id, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, StageStatus
 from core.redact import redact_paths
-from core.stages import BY_NAME, PIPELINE, next_stage
+from core.stages import BY_NAME, next_stage, pipeline_of
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 OPEN_STAGE_STATUSES = (
@@ -95,9 +95,9 @@ class Student:
 # Gateway side: statements the async session executes.
 
 
-def new_stages(job_id: str, first_pool: str) -> list[JobStage]:
+def new_stages(job_id: str, spec: dict[str, Any], first_pool: str) -> list[JobStage]:
     now = utcnow()
-    first, *rest = PIPELINE
+    first, *rest = pipeline_of(spec)
     queued = JobStage(
         job_id=job_id,
         name=first.name.value,
@@ -158,7 +158,7 @@ def lock_job(session: Session, job_id: str, **values: Any) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claim(session: Session, job_id: str, stage: str, worker_id: str) -> Claim:
+def claim(session: Session, job_id: str, stage: str, worker_id: str, device: str = "cpu") -> Claim:
     """Take a queued stage under a fresh lease, or raise NotClaimed."""
     now = utcnow()
     taken = session.execute(
@@ -187,6 +187,7 @@ def claim(session: Session, job_id: str, stage: str, worker_id: str) -> Claim:
             status=StageStatus.RUNNING.value,
             lease=lease,
             worker_id=worker_id,
+            device=device,
             attempts=JobStage.attempts + 1,
             heartbeat_at=now,
             started_at=func.coalesce(JobStage.started_at, now),
@@ -326,9 +327,11 @@ def complete(
     next_pool: str | None,
     student: Student | None = None,
     summary: dict[str, Any] | None = None,
+    warning: str | None = None,
 ) -> Message | JobStatus:
     """Finish the held stage. Queue the next stage (returning its message, to send
-    after commit), or finish the job; a cancel asked for meanwhile wins."""
+    after commit), or finish the job; a cancel asked for meanwhile wins. `warning`
+    (the next stage's pool has no live worker) is added to the job's warnings."""
     fence(session, claim)
     if session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id)):
         end_job(session, claim.job_id, JobStatus.CANCELLED)
@@ -339,8 +342,10 @@ def complete(
         .where(JobStage.id == claim.stage_id)
         .values(status=StageStatus.SUCCEEDED.value, finished_at=now, outputs=outputs)
     )
-    following = next_stage(claim.stage)
+    following = next_stage(claim.spec, claim.stage)
     if following is not None:
+        if warning is not None:
+            add_warning(session, claim.job_id, warning)
         assert next_pool is not None, "a stage with a successor needs the successor's pool"
         session.execute(
             update(JobStage)
@@ -366,6 +371,13 @@ def complete(
         values["student_model_id"] = student.id
     end_job(session, claim.job_id, JobStatus.SUCCEEDED, **values)
     return JobStatus.SUCCEEDED
+
+
+def add_warning(session: Session, job_id: str, warning: str) -> None:
+    """Append a sentence to the job's warnings, once (call with the job row locked)."""
+    warnings = session.scalar(select(Job.warnings).where(Job.id == job_id)) or []
+    if warning not in warnings:
+        session.execute(update(Job).where(Job.id == job_id).values(warnings=[*warnings, warning]))
 
 
 def cancel(session: Session, claim: Claim) -> None:

@@ -133,6 +133,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     student_model_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Sentences about where the job will run, e.g. a pool with no live worker: the job is
+    # accepted and waits, and the user is told why.
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -157,6 +160,8 @@ class JobStage(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # The device the claiming worker runs on (cpu, cuda:0): with the pool, where the stage ran.
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease: Mapped[str | None] = mapped_column(String(36), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # When its message was last sent: the sweeper re-sends a stage left unclaimed too long.

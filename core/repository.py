@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Delete, Insert, Select, and_, delete, func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.models import ApiKey, Job, JobStage, Metric, Tenant, Worker
-from core.queues import ACTIVE_JOB_STATUSES, Pool
+from core.queues import ACTIVE_JOB_STATUSES
 from core.stages import TRAINING_RUNS
 
 
@@ -61,8 +61,11 @@ def live_workers(pool: str | None, now: datetime, timeout_s: float) -> Select[An
     return query.order_by(Worker.pool, Worker.id)
 
 
-def count_live_workers(pool: str, now: datetime, timeout_s: float) -> Select[Any]:
-    return select(func.count()).select_from(live_workers(pool, now, timeout_s).subquery())
+def live_worker_counts(now: datetime, timeout_s: float) -> Select[str, int]:
+    """(pool, live workers) for every pool with at least one live worker: one read
+    answers both "is there a GPU worker?" and "does this pool have anyone?"."""
+    fresh = Worker.last_heartbeat >= now - timedelta(seconds=timeout_s)
+    return select(Worker.pool, func.count()).where(fresh).group_by(Worker.pool)
 
 
 def active_job_specs(tenant_id: str) -> Select[Any]:
@@ -80,13 +83,6 @@ def workers_seen_by(tenant_id: str) -> Select[Worker, str]:
         .order_by(Worker.last_heartbeat.desc())
         .limit(500)
     )
-
-
-def resolve_pool(requested: str, live_gpu_workers: int) -> str:
-    """`auto` means the GPU pool when a live GPU worker exists, else CPU."""
-    if requested != "auto":
-        return requested
-    return Pool.GPU.value if live_gpu_workers > 0 else Pool.CPU.value
 
 
 def job_stages(job_ids: list[str]) -> Select[Any]:

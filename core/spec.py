@@ -7,9 +7,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 # Mirrors distill's registries (a test keeps them equal): the gateway cannot
 # import the engine, yet must refuse an unknown name before a job is queued.
@@ -105,8 +113,25 @@ class PlacementSpec(BaseModel):
         return value
 
 
+class BenchmarkSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Throughput is measured at this batch size; latency always at batch 1.
+    batch_size: int = Field(default=256, ge=1, le=65_536)
+
+
+class QuantizationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # auto: static (calibrated on the training data) for graphs with convolutions, dynamic
+    # for matrix products only (distill/quantize.py says why); off: no int8 variant.
+    mode: Literal["auto", "dynamic", "static", "off"] = "auto"
+    # The int8 variant is reported as not kept when it loses more validation accuracy than this.
+    max_accuracy_drop: float = Field(default=0.02, ge=0.0, le=1.0)
+    calibration_samples: int = Field(default=256, ge=1, le=100_000)
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["distill"] = "distill"
     name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
     teacher_model_id: str = Field(pattern=ID_PATTERN)
     student: StudentSpec
@@ -117,6 +142,8 @@ class JobCreate(BaseModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     baseline: bool = False
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
 
     @model_validator(mode="after")
     def _losses(self) -> JobCreate:
@@ -130,6 +157,31 @@ class JobCreate(BaseModel):
     @property
     def needs_labels(self) -> bool:
         return any(t.name in LOSSES_NEEDING_LABELS and t.weight > 0 for t in self.losses)
+
+
+class InferenceJobCreate(BaseModel):
+    """A batch inference job: one model over one dataset. Its logits are a download, and
+    the teacher-output cache of any later distillation job with the same model and data."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["inference"]
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    model_id: str = Field(pattern=ID_PATTERN)
+    dataset_id: str = Field(pattern=ID_PATTERN)
+    # `placement.teacher` picks the pool the model runs on, as in a distillation job.
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+
+
+def job_kind_of(value: Any) -> str:
+    """The discriminator of a job body: its `kind`, "distill" when absent."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in ("distill", "inference") else "distill"
+
+
+AnyJobCreate = Annotated[
+    Annotated[JobCreate, Tag("distill")] | Annotated[InferenceJobCreate, Tag("inference")],
+    Discriminator(job_kind_of),
+]
 
 
 # The student's size, counted before a job is queued. The gateway cannot build the model

@@ -168,10 +168,18 @@ def _message(error: Any) -> str:
     return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
 
 
+# The tags of the request bodies that are tagged unions (core.spec.AnyJobCreate).
+BODY_TAGS = frozenset({"distill", "inference"})
+
+
 def _validation_sentence(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        # The body's own name and a tagged union's tag (a job's kind) are not fields.
+        loc = [str(p) for p in error.get("loc", ())]
+        if loc[:1] == ["body"]:
+            loc = loc[2:] if loc[1:2] and loc[1] in BODY_TAGS else loc[1:]
+        where = ".".join(loc)
         message = _message(error)
         parts.append(f"{where}: {message}" if where else message)
     return "The request is invalid: " + "; ".join(parts) + "."

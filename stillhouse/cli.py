@@ -3,6 +3,7 @@
 stillhouse dev                       # embedded defaults: migrate, API + one CPU worker
 stillhouse api [--host H --port P]   # the gateway alone
 stillhouse worker --pool cpu --device cpu
+stillhouse worker --pool gpu --device cuda:all   # one worker process per GPU
 stillhouse migrate                   # alembic upgrade head
 stillhouse keys create [--tenant NAME] [--name TEXT] [--key KEY]   # prints the key alone
 stillhouse keys list [--tenant NAME] [--json]
@@ -144,6 +145,10 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.device == "cuda:all":
+        from stillhouse.gpus import run_per_gpu
+
+        return run_per_gpu(args.pool, args.log_level)
     os.environ["STILLHOUSE_WORKER_POOL"] = args.pool
     os.environ["STILLHOUSE_WORKER_DEVICE"] = args.device
     get_settings.cache_clear()
@@ -155,7 +160,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"error: device {args.device} is not available on this host", file=sys.stderr)
             return 2
     elif args.device != "cpu":
-        print(f"error: device must be 'cpu' or 'cuda[:N]', not '{args.device}'", file=sys.stderr)
+        print(
+            f"error: device must be 'cpu', 'cuda[:N]' or 'cuda:all', not '{args.device}'",
+            file=sys.stderr,
+        )
         return 2
     from workers.app import celery_app
 
@@ -288,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(fn=cmd_api)
     worker = sub.add_parser("worker", help="run a worker for one pool and device")
     worker.add_argument("--pool", default="cpu")
-    worker.add_argument("--device", default="cpu")
+    worker.add_argument(
+        "--device", default="cpu", help="cpu, cuda:N, or cuda:all (one worker process per GPU)"
+    )
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(fn=cmd_worker)
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(

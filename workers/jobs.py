@@ -13,8 +13,8 @@ from core import lifecycle, repository
 from core.dispatch import Message, send, stage_message
 from core.lifecycle import Claim, LeaseLost, NotClaimed, Student
 from core.models import utcnow
-from core.queues import JobStatus, Pool, StageStatus
-from core.stages import BY_NAME, StageDef, next_stage
+from core.queues import JobStatus, StageStatus
+from core.stages import Placement, StageDef, next_stage, place, stage_of
 from workers.app import celery_app
 from workers.context import WorkerContext
 from workers.retry import MAX_WAIT_S, brief, is_transient, read, transact
@@ -30,15 +30,18 @@ def dispatch(message: Message) -> None:
     send(celery_app, message)
 
 
-def live_gpu_workers(ctx: WorkerContext) -> int:
-    query = repository.count_live_workers(
-        Pool.GPU.value, utcnow(), ctx.settings.heartbeat_timeout_s
-    )
-    return int(read(ctx, "counting live GPU workers", lambda s: s.scalar(query)) or 0)
+def live_workers(ctx: WorkerContext) -> dict[str, int]:
+    query = repository.live_worker_counts(utcnow(), ctx.settings.heartbeat_timeout_s)
+    rows = read(ctx, "counting live workers", lambda s: s.execute(query).all())
+    return {str(pool): int(count) for pool, count in rows}
+
+
+def placement_for(ctx: WorkerContext, stage: StageDef, spec: dict[str, Any]) -> Placement:
+    return place(stage, spec, live_workers(ctx))
 
 
 def pool_for(ctx: WorkerContext, stage: StageDef, spec: dict[str, Any]) -> str:
-    return repository.resolve_pool(stage.requested_pool(spec), live_gpu_workers(ctx))
+    return placement_for(ctx, stage, spec).pool
 
 
 def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | None:
@@ -48,7 +51,9 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | None:
     (lifecycle.adopt): its message is neither dropped nor run twice."""
     what = f"claiming job {job_id} stage {stage}"
     try:
-        return transact(ctx, what, lambda s: lifecycle.claim(s, job_id, stage, ctx.worker_id))
+        return transact(
+            ctx, what, lambda s: lifecycle.claim(s, job_id, stage, ctx.worker_id, ctx.device)
+        )
     except NotClaimed:
         pass
     if ctx.claim is not None and (ctx.claim.job_id, ctx.claim.stage) == (job_id, stage):
@@ -82,14 +87,15 @@ def complete(
     summary: dict[str, Any] | None = None,
 ) -> JobStatus | None:
     """End the held stage: hand the job to its next stage, or finish it."""
-    following = next_stage(claim.stage)
-    pool = pool_for(ctx, following, claim.spec) if following is not None else None
+    following = next_stage(claim.spec, claim.stage)
+    placed = placement_for(ctx, following, claim.spec) if following is not None else None
+    pool, warning = (placed.pool, placed.warning) if placed is not None else (None, None)
     what = f"finishing job {claim.job_id} stage {claim.stage}"
     try:
         result = transact(
             ctx,
             what,
-            lambda s: lifecycle.complete(s, claim, outputs, pool, student, summary),
+            lambda s: lifecycle.complete(s, claim, outputs, pool, student, summary, warning),
         )
     except LeaseLost:
         if not _landed(ctx, claim):
@@ -131,7 +137,7 @@ def release(ctx: WorkerContext, claim: Claim) -> None:
 
 def report_progress(ctx: WorkerContext, claim: Claim, fraction: float) -> None:
     """Move the job's progress to `fraction` of the way through the held stage."""
-    start, end = BY_NAME[claim.stage].progress
+    start, end = stage_of(claim.spec, claim.stage).progress
     progress = start + (end - start) * fraction
     transact(
         ctx,

@@ -9,13 +9,14 @@ from collections.abc import Callable
 
 from core.lifecycle import Claim, LeaseLost
 from core.queues import Stage, TaskName
-from core.stages import PIPELINE
+from core.stages import PIPELINES
 from distill.errors import DistillError
 from workers import jobs
 from workers.context import WorkerContext, context
 from workers.failpoints import failpoint
 from workers.jobs import JobCancelled, StopCheck
 from workers.retry import brief, is_transient
+from workers.stages.benchmark import run_benchmark
 from workers.stages.evaluation import run_evaluation
 from workers.stages.export import run_export
 from workers.stages.result import StageResult
@@ -31,8 +32,11 @@ RUNNERS: dict[str, StageFn] = {
     Stage.TRAINING.value: run_training,
     Stage.EVALUATION.value: run_evaluation,
     Stage.EXPORT.value: run_export,
+    Stage.BENCHMARK.value: run_benchmark,
 }
-assert set(RUNNERS) == {d.name.value for d in PIPELINE}, "every stage in PIPELINE needs a runner"
+assert set(RUNNERS) == {d.name.value for p in PIPELINES.values() for d in p}, (
+    "every stage of every pipeline needs a runner"
+)
 
 
 @stillhouse_task(TaskName.RUN_STAGE, max_retries=2)

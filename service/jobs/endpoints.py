@@ -3,17 +3,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from core import lifecycle, repository
 from core.models import Job, JobStage
 from core.queues import JobStatus, StageStatus
-from core.spec import TEXT_PATTERN, JobCreate
-from service.deps import SettingsDep, TenantDep, UowDep
+from core.spec import TEXT_PATTERN, AnyJobCreate, InferenceJobCreate
+from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
+from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep
 from service.jobs import service
-from service.jobs.schemas import JobPublic, MetricPoint
+from service.jobs.schemas import JobPublic, JobReport, MetricPoint
 from service.schemas import CursorQuery, IdPath, LimitQuery, Page, paginate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 422, 503))
@@ -26,12 +27,22 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 42
     responses=responses(400, 413),
 )
 async def create_job(
-    uow: UowDep, tenant_id: TenantDep, settings: SettingsDep, body: JobCreate, idem: IdempotencyDep
+    uow: UowDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    body: AnyJobCreate,
+    idem: IdempotencyDep,
 ) -> JobPublic | JSONResponse:
+    """A distillation job (`kind` "distill", the default) or a batch inference job
+    (`kind` "inference": one model over one dataset, its logits kept)."""
     replayed = await idem.replay(uow, body.model_dump(mode="json"))
     if replayed is not None:
         return replayed
-    job, stages, message = await service.create_job(uow.session, tenant_id, body, settings)
+    if isinstance(body, InferenceJobCreate):
+        created = await service.create_inference_job(uow.session, tenant_id, body, settings)
+    else:
+        created = await service.create_job(uow.session, tenant_id, body, settings)
+    job, stages, message = created
     uow.enqueue(message)
     return await idem.commit(uow, JobPublic.of(job, stages), status.HTTP_202_ACCEPTED)
 
@@ -89,6 +100,30 @@ async def job_metrics(
     await _get(uow, tenant_id, job_id)
     rows = await uow.session.scalars(repository.job_metrics(job_id, name))
     return [MetricPoint.model_validate(r) for r in rows]
+
+
+@router.get("/{job_id}/report", response_model=JobReport, responses=responses(404, 409))
+async def job_report(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobReport:
+    """Teacher, distilled student, no-KD baseline and int8 variant side by side: accuracy,
+    agreement, KL, calibration, size, and latency and throughput on the benchmark pool."""
+    job = await _get(uow, tenant_id, job_id)
+    report = (job.summary or {}).get("report")
+    if report is None:
+        raise Conflict(service.no_report(job))
+    stages = (await _public(uow, job)).stages
+    return JobReport.model_validate({**report, "stages": stages})
+
+
+@router.get(
+    "/{job_id}/logits", response_class=Response, responses={**BINARY, **responses(404, 409)}
+)
+async def job_logits(
+    uow: UowDep, tenant_id: TenantDep, store: StoreDep, job_id: IdPath
+) -> Response:
+    """A batch inference job's logits, one row per sample, as a NumPy `.npy` file."""
+    job = await _get(uow, tenant_id, job_id)
+    key = service.logits_key(job, await uow.session.scalars(repository.job_stages([job.id])))
+    return download(store, key, f"{job.name}-logits.npy")
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(404, 409))

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from core.models import Job, JobStage
 from core.queues import Stage
+from core.stages import job_kind
 from service.schemas import UtcDatetime
 
 
@@ -16,14 +17,20 @@ class StagePublic(BaseModel):
     status: str
     pool: str | None
     worker_id: str | None
+    device: str | None  # where the stage's last run happened (cpu, cuda:0)
     attempts: int  # runs of this stage: more than 1 when a worker died and it was re-run
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+    # Facts a finished stage tells the user: where the teacher's outputs came from (the
+    # cache or a run), export parity and the int8 variant, the benchmark's device.
+    details: dict[str, Any] | None = None
 
     @staticmethod
     def of(row: JobStage) -> StagePublic:
         kind = TrainingStagePublic if row.name == Stage.TRAINING.value else StagePublic
-        return kind.model_validate(row)
+        public = kind.model_validate(row)
+        public.details = (row.outputs or {}).get("details")
+        return public
 
 
 class TrainingStagePublic(StagePublic):
@@ -38,6 +45,7 @@ class TrainingStagePublic(StagePublic):
 
 class JobPublic(BaseModel):
     id: str
+    kind: str  # "distill" or "inference" (batch inference)
     name: str
     status: str
     stage: str | None
@@ -48,6 +56,8 @@ class JobPublic(BaseModel):
     cancel_requested: bool
     student_model_id: str | None
     summary: dict[str, Any] | None
+    # Sentences about the job's placement, e.g. a pool with no live worker to run a stage.
+    warnings: list[str]
     spec: dict[str, Any]
     stages: list[TrainingStagePublic | StagePublic]
     created_at: UtcDatetime
@@ -61,6 +71,7 @@ class JobPublic(BaseModel):
         current = next((s for s in stages if s.name == job.stage), None)
         return cls(
             id=job.id,
+            kind=job_kind(job.spec),
             name=job.name,
             status=job.status,
             stage=job.stage,
@@ -71,6 +82,7 @@ class JobPublic(BaseModel):
             cancel_requested=job.cancel_requested,
             student_model_id=job.student_model_id,
             summary=job.summary,
+            warnings=list(job.warnings or []),
             spec=job.spec,
             stages=[StagePublic.of(s) for s in sorted(stages, key=lambda s: s.position)],
             created_at=job.created_at,
@@ -87,3 +99,67 @@ class MetricPoint(BaseModel):
     epoch: int
     name: str
     value: float
+
+
+class Latency(BaseModel):
+    p50: float  # milliseconds, batch 1, after warm-up
+    p95: float
+
+
+class Throughput(BaseModel):
+    samples_per_s: float
+    batch: int
+
+
+class Timing(BaseModel):
+    latency_ms: Latency | None
+    throughput: Throughput | None
+
+
+class ReportEntry(Timing):
+    """One model's figures on the validation set and on the benchmark pool; null where a
+    figure does not apply (the teacher's agreement with itself, accuracy without labels)."""
+
+    accuracy: float | None
+    agreement: float | None
+    kl_to_teacher: float | None
+    ece: float | None
+    params: int | None
+    bytes: int | None
+    eager: Timing | None  # the same timings in torch eager; null for ONNX-only models
+
+
+class BenchmarkInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    pool: str
+    device: str
+    device_name: str | None
+    threads: int | None
+    runtime: str  # "onnxruntime 1.x"
+    versions: dict[str, str]
+    batch: int  # the throughput batch size
+
+
+class ExportInfo(BaseModel):
+    parity_max_abs_diff: float  # torch vs ONNX Runtime outputs over the validation set
+
+
+class QuantizationInfo(BaseModel):
+    mode: str | None  # dynamic, static, off
+    reason: str | None  # why that mode
+    kept: bool | None  # offered as format=onnx-int8
+    note: str | None  # why not, when it is not
+
+
+class JobReport(BaseModel):
+    teacher: ReportEntry
+    student: ReportEntry
+    baseline: ReportEntry | None
+    student_int8: ReportEntry | None
+    speedup: float | None  # teacher p50 / student p50
+    compression: float | None  # teacher params / student params
+    benchmark: BenchmarkInfo
+    export: ExportInfo
+    quantization: QuantizationInfo
+    teacher_outputs: str  # "cached" (offline KD) or "online"
+    stages: list[TrainingStagePublic | StagePublic]

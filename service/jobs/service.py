@@ -4,6 +4,7 @@ the others, so a job that is queued can run."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,10 +13,10 @@ from core import lifecycle, repository
 from core.config import Settings
 from core.dispatch import Message, stage_message
 from core.models import Dataset, Job, JobStage, Model, new_id, utcnow
-from core.queues import JobStatus, Pool, ResourceStatus
-from core.spec import DATASET_FIELDS, JobCreate, student_param_count
-from core.stages import PIPELINE
-from service.errors import Unprocessable
+from core.queues import ACTIVE_JOB_STATUSES, JobStatus, ResourceStatus, Stage
+from core.spec import DATASET_FIELDS, InferenceJobCreate, JobCreate, student_param_count
+from core.stages import job_kind, pipeline_of, place
+from service.errors import Conflict, NotFound, Unprocessable
 
 TEACHER_FORMATS = ("onnx", "safetensors", "torchscript", "torch_export")
 
@@ -115,9 +116,54 @@ def _check_size(
         )
 
 
-async def live_gpu_workers(session: AsyncSession, settings: Settings) -> int:
-    query = repository.count_live_workers(Pool.GPU.value, utcnow(), settings.heartbeat_timeout_s)
-    return int(await session.scalar(query) or 0)
+async def live_workers(session: AsyncSession, settings: Settings) -> dict[str, int]:
+    query = repository.live_worker_counts(utcnow(), settings.heartbeat_timeout_s)
+    return {str(pool): int(count) for pool, count in (await session.execute(query)).all()}
+
+
+async def _new_job(
+    session: AsyncSession, tenant_id: str, name: str, spec: dict[str, Any], settings: Settings
+) -> tuple[Job, list[JobStage], Message]:
+    """The job row and its stage rows, the first queued on its pool, and the first stage's
+    message. Every stage whose pool has no live worker now adds a warning: the job is
+    accepted and waits, and says why."""
+    live = await live_workers(session, settings)
+    placements = [place(stage, spec, live) for stage in pipeline_of(spec)]
+    first = pipeline_of(spec)[0]
+    job = Job(
+        id=new_id(),
+        tenant_id=tenant_id,
+        name=name,
+        spec=spec,
+        status=JobStatus.QUEUED.value,
+        stage=first.name.value,
+        warnings=list(dict.fromkeys(p.warning for p in placements if p.warning is not None)),
+    )
+    session.add(job)
+    await session.flush()  # the stages reference the job row
+    stages = lifecycle.new_stages(job.id, spec, placements[0].pool)
+    session.add_all(stages)
+    await session.flush()
+    return job, stages, stage_message(job.id, first.name.value, placements[0].pool)
+
+
+async def create_inference_job(
+    session: AsyncSession, tenant_id: str, body: InferenceJobCreate, settings: Settings
+) -> tuple[Job, list[JobStage], Message]:
+    """A batch inference job: the model and the dataset must be ready and fit."""
+    model = await _ready(session, Model, "model", tenant_id, body.model_id)
+    if model.format not in TEACHER_FORMATS:
+        raise Unprocessable(f"Model '{model.id}' is {model.format}; it cannot be run.")
+    dataset = await _ready(session, Dataset, "dataset", tenant_id, body.dataset_id)
+    want = _features((model.input_shape or [None])[1:])
+    have = _features(dataset.sample_shape)
+    if want is not None and have is not None and want != have:
+        raise Unprocessable(
+            f"Model '{model.id}' takes {want} input features per sample but dataset "
+            f"'{dataset.id}' holds {have} ({dataset.sample_shape})."
+        )
+    spec = body.model_dump(mode="json", exclude_none=True)
+    return await _new_job(session, tenant_id, body.name, spec, settings)
 
 
 async def create_job(
@@ -143,21 +189,36 @@ async def create_job(
     student = await _check_student(session, tenant_id, body, teacher, train)
     _check_size(body, teacher, train, student, settings.max_student_params)
     spec = body.model_dump(mode="json", exclude_none=True)
-    first = PIPELINE[0]
-    pool = repository.resolve_pool(
-        first.requested_pool(spec), await live_gpu_workers(session, settings)
-    )
-    job = Job(
-        id=new_id(),
-        tenant_id=tenant_id,
-        name=body.name,
-        spec=spec,
-        status=JobStatus.QUEUED.value,
-        stage=first.name.value,
-    )
-    session.add(job)
-    await session.flush()  # the stages reference the job row
-    stages = lifecycle.new_stages(job.id, pool)
-    session.add_all(stages)
-    await session.flush()
-    return job, stages, stage_message(job.id, first.name.value, pool)
+    return await _new_job(session, tenant_id, body.name, spec, settings)
+
+
+def no_report(job: Job) -> str:
+    """Why a job has no report yet (or never will), as the 409's sentence."""
+    if job_kind(job.spec) == "inference":
+        return (
+            f"Job '{job.id}' is a batch inference job: it has logits, not a report; download "
+            f"them from /v1/jobs/{job.id}/logits."
+        )
+    if job.status in ACTIVE_JOB_STATUSES:
+        return (
+            f"Job '{job.id}' is {job.status} (stage {job.stage}); its report is written when "
+            "the job succeeds."
+        )
+    if job.status == JobStatus.SUCCEEDED.value:
+        return f"Job '{job.id}' finished before this server wrote reports; run it again."
+    return f"Job '{job.id}' {job.status}; only a job that succeeded has a report."
+
+
+def logits_key(job: Job, stages: Iterable[JobStage]) -> str:
+    """The artifact key of a finished batch inference job's logits."""
+    if job_kind(job.spec) != "inference":
+        raise NotFound(
+            f"Job '{job.id}' is a distillation job; only batch inference jobs "
+            "(kind 'inference') have a logits download."
+        )
+    if job.status != JobStatus.SUCCEEDED.value:
+        raise Conflict(
+            f"Job '{job.id}' is {job.status}; its logits can be downloaded once it succeeds."
+        )
+    teacher = next(s for s in stages if s.name == Stage.TEACHER_INFERENCE.value)
+    return str((teacher.outputs or {})["logits"]["dataset_id"])

@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile, status
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import JSONResponse, Response
 
 from core import repository
 from core.dispatch import inspect_message
 from core.models import Model
 from core.queues import ResourceStatus, TaskName
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
+from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep, upload_meaning
 from service.models import service
@@ -100,24 +100,25 @@ async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: IdPath) -> R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get(
-    "/{model_id}/file",
-    response_class=Response,
-    responses={
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            }
-        },
-        **responses(404),
-    },
-)
+SUFFIXES = {
+    "onnx": ".onnx",
+    "onnx-int8": ".int8.onnx",
+    "safetensors": ".safetensors",
+    "torchscript": ".pt",
+    "torch_export": ".pt2",
+}
+
+
+@router.get("/{model_id}/file", response_class=Response, responses={**BINARY, **responses(404)})
 async def download_model(
     uow: UowDep,
     tenant_id: TenantDep,
     store: StoreDep,
     model_id: IdPath,
-    format: Literal["onnx", "safetensors", "torchscript", "torch_export"] | None = None,
+    format: Annotated[
+        Literal["onnx", "onnx-int8", "safetensors", "torchscript", "torch_export"] | None,
+        Query(description="The file to download; default: the model's own format."),
+    ] = None,
 ) -> Response:
     row = await _get(uow, tenant_id, model_id)
     wanted = format or row.format
@@ -125,19 +126,4 @@ async def download_model(
     if entry is None:
         have = ", ".join(sorted(row.files)) or "none"
         raise NotFound(f"Model '{model_id}' has no {wanted} file; available: {have}.")
-    suffix = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".pt"}.get(
-        wanted, ".pt2"
-    )
-    # One escaped header whichever store serves the file: a name is user text.
-    headers = {"Content-Disposition": service.content_disposition(f"{row.name}{suffix}")}
-    if store.is_local:
-        return FileResponse(
-            store.local_path(entry["key"]), headers=headers, media_type="application/octet-stream"
-        )
-
-    def chunks() -> Iterator[bytes]:
-        with store.open(entry["key"]) as source:
-            while block := source.read(1024 * 1024):
-                yield block
-
-    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
+    return download(store, entry["key"], f"{row.name}{SUFFIXES[wanted]}")

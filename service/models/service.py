@@ -6,7 +6,6 @@ import json
 import zipfile
 from pathlib import PurePosixPath
 from typing import IO
-from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -77,13 +76,3 @@ def parse_spec(raw: str | None) -> dict[str, object] | None:
             for e in exc.errors()[:5]
         )
         raise Unprocessable(f"The 'spec' field is invalid: {problems}.") from exc
-
-
-def content_disposition(filename: str) -> str:
-    """`attachment` with a file name no client can misread (RFC 6266): the exact
-    name percent-encoded in `filename*`, as Starlette's FileResponse writes it,
-    and a plain ASCII fallback, without quotes, separators or escapes, for old clients."""
-    fallback = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\;%' else "_" for c in filename
-    )
-    return f"attachment; filename=\"{fallback}\"; filename*=utf-8''{quote(filename, safe='')}"

@@ -39,7 +39,7 @@ def queued_job(session: Session, label: str) -> str:
     job = Job(tenant_id=tenant.id, name="j", spec={}, status="queued", stage=TEACHER)
     session.add(job)
     session.flush()
-    session.add_all(lifecycle.new_stages(job.id, "cpu"))
+    session.add_all(lifecycle.new_stages(job.id, job.spec, "cpu"))
     return job.id
 
 
@@ -148,13 +148,13 @@ def _stages(sessions: sessionmaker[Session], job_id: str) -> list[JobStage]:
 
 def test_cancel_before_the_finish_registers_no_student(sessions, job_id) -> None:
     with sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(stage="export"))
+        session.execute(update(Job).where(Job.id == job_id).values(stage="benchmark"))
         session.execute(
             update(JobStage)
-            .where(JobStage.job_id == job_id, JobStage.name == "export")
+            .where(JobStage.job_id == job_id, JobStage.name == "benchmark")
             .values(status="queued")
         )
-    claim = _claim(sessions, job_id, "export", "w1")
+    claim = _claim(sessions, job_id, "benchmark", "w1")
     tenant_id = _job(sessions, job_id).tenant_id
     with sessions.begin() as session:
         assert session.scalar(lifecycle.request_cancel(job_id, tenant_id)) == "running"

@@ -15,7 +15,7 @@ from tests.e2e.test_digits_job import FINISHED, job_body, upload_digits
 from tests.e2e.test_faults import private_pool, stage, students_of, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
-STAGES = ("teacher_inference", "training", "evaluation", "export")
+STAGES = ("teacher_inference", "training", "evaluation", "export", "benchmark")
 
 
 def test_cancel_in_every_stage(

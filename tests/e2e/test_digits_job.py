@@ -75,6 +75,7 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
         "training",
         "evaluation",
         "export",
+        "benchmark",
     ]
     assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in job["stages"])
     assert job["stages"][1]["resumed_from_epoch"] == 0
@@ -96,7 +97,11 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
     assert only.json()[-1]["value"] == pytest.approx(student_acc)
 
     student = client.get(f"/v1/models/{job['student_model_id']}", headers=auth).json()
-    assert student["status"] == "ready" and student["formats"] == ["onnx", "safetensors"]
+    assert student["status"] == "ready" and student["formats"] == [
+        "onnx",
+        "onnx-int8",
+        "safetensors",
+    ]
     onnx_bytes = client.get(f"/v1/models/{student['id']}/file?format=onnx", headers=auth)
     assert onnx_bytes.status_code == 200
     session = ort.InferenceSession(onnx_bytes.content, providers=["CPUExecutionProvider"])
@@ -138,7 +143,7 @@ def test_duplicate_message_is_a_no_op(
     job = wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED)
     assert job["status"] == "succeeded"
     celery = make_celery(settings)
-    for stage in ("teacher_inference", "training", "evaluation", "export"):
+    for stage in ("teacher_inference", "training", "evaluation", "export", "benchmark"):
         celery.send_task("stillhouse.run_stage", args=[job_id, stage], queue="cpu")
     # A marker task behind the duplicates: once it is done, they have been consumed.
     marker = client.post(

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("worker")  # the cpu pool: inspections and 
 
 def private_pool(prefix: str) -> tuple[str, dict[str, str]]:
     pool = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    return pool, {"teacher": pool, "student": pool, "export": pool}
+    return pool, {"teacher": pool, "student": pool, "export": pool, "benchmark": pool}
 
 
 def wait_until(client: TestClient, job_id: str, auth: dict[str, str], ok: Any, timeout=90.0):

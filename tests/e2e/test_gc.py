@@ -69,7 +69,8 @@ def recorded_keys(private: Settings) -> set[str]:
         if name == "training":
             keys |= {outputs[run]["weights"] for run in ("student", "baseline") if outputs[run]}
         if name == "export":
-            keys.add(outputs["onnx"])
+            keys |= {outputs["onnx"], outputs["int8"]["key"]}
+            keys |= {outputs["baseline_onnx"]} if outputs["baseline_onnx"] else set()
         for run in checkpoint.values():
             keys |= {run[field] for field in ("key", "weights") if run.get(field)}
     return {k for k in keys if k.startswith("blobs/")}

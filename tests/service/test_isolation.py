@@ -18,7 +18,12 @@ from tests.e2e.test_digits_job import job_body, upload_digits
 
 pytestmark = pytest.mark.usefixtures("worker")
 # A pool nobody serves: the owner's job stays queued, so nothing about it moves by itself.
-NOWHERE = {"teacher": "unserved", "student": "unserved", "export": "unserved"}
+NOWHERE = {
+    "teacher": "unserved",
+    "student": "unserved",
+    "export": "unserved",
+    "benchmark": "unserved",
+}
 
 
 def _snapshot(client: TestClient, auth: dict[str, str], ids: dict[str, str]) -> dict[str, Any]:

@@ -46,7 +46,12 @@ def test_huge_zoo_students_are_refused(client, auth, ids, settings: Settings) ->
 
     # 17.1M parameters: accepted. Placed on a pool nobody serves, so nothing trains it.
     fits = {"architecture": "mlp", "params": {"hidden": [4096, 4096]}}
-    nowhere = {"teacher": "unserved", "student": "unserved", "export": "unserved"}
+    nowhere = {
+        "teacher": "unserved",
+        "student": "unserved",
+        "export": "unserved",
+        "benchmark": "unserved",
+    }
     body = job_body(ids, student=fits, placement=nowhere)
     response = client.post("/v1/jobs", headers=auth, json=body)
     assert response.status_code == 202, response.text

@@ -1,97 +1,117 @@
-"""Stage 4: export the trained student to ONNX and register it, with its
-safetensors weights, as one model row owned by the job's tenant. The row is
-inserted in the same fenced transaction that finishes the job, so a job has
-one student or none, however often this stage runs."""
+"""Stage 4: export the trained student (and the baseline) to ONNX, check that
+ONNX Runtime agrees with torch on the whole validation set, and build the
+student's int8 variant with ONNX Runtime's quantization tools.
+
+The int8 variant never fails the job: when it cannot be built, or when it
+loses more validation accuracy than the job allows, the stage records a
+sentence saying so and the student is offered in float only. The student's
+model row is registered by the benchmark stage, the job's last."""
 
 from __future__ import annotations
 
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-from core.lifecycle import Claim, Student
-from core.models import Model
-from core.queues import ResourceStatus, Stage
-from distill.export import export_onnx
-from distill.students import count_params
+import numpy as np
+import onnxruntime as ort
+from distill.quantize import quantize
+
+from core.lifecycle import Claim
+from core.queues import Stage
+from core.spec import QuantizationSpec
+from distill.evaluate import evaluate
+from distill.export import export_onnx, parity_max_abs_diff
 from workers.context import WorkerContext
 from workers.jobs import StopCheck
-from workers.stages.inputs import load_inputs, load_weights
+from workers.stages.inputs import SplitData, load_inputs, load_weights, split_data
 from workers.stages.result import StageResult
-
-
-def student_id(job_id: str) -> str:
-    """One id per job: a second insert of the same student would hit the primary key."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stillhouse:job:{job_id}:student"))
-
-
-def _file_entry(ctx: WorkerContext, key: str) -> dict[str, Any]:
-    return {"key": key, "sha256": key.rsplit("/", 1)[-1], "size_bytes": ctx.store.size(key)}
 
 
 def run_export(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
     trained, evaluated = claim.inputs[Stage.TRAINING.value], claim.inputs[Stage.EVALUATION.value]
-    spec: dict[str, Any] = trained["spec"]
-    model, _ = load_weights(ctx, trained["student"]["weights"])
+    inputs = load_inputs(ctx, claim.spec)
+    data = split_data(ctx, claim, inputs)
+    shape = tuple(trained["spec"]["input_shape"])
+    student, _ = load_weights(ctx, trained["student"]["weights"])
     with tempfile.TemporaryDirectory() as tmp:
-        graph = Path(tmp) / "student.onnx"
-        export_onnx(model.cpu(), tuple(spec["input_shape"]), graph)
+        folder = Path(tmp)
+        graph = folder / "student.onnx"
+        export_onnx(student.cpu(), shape, graph)
+        parity = parity_max_abs_diff(student, graph, data.x_val)
         onnx_key, _, _ = ctx.store.put_file(graph)
-    files = {
-        "safetensors": _file_entry(ctx, trained["student"]["weights"]),
-        "onnx": _file_entry(ctx, onnx_key),
-    }
-    check.raise_if_stopped()
-    num_params = count_params(model)
-    student = Student(
-        id=student_id(claim.job_id),
-        values={
-            "tenant_id": claim.tenant_id,
-            "name": f"{claim.job_name}-student",
-            "status": ResourceStatus.READY.value,
-            "format": "safetensors",
-            "filename": f"{claim.job_name}-student.safetensors",
-            "sha256": files["safetensors"]["sha256"],
-            "size_bytes": files["safetensors"]["size_bytes"],
-            "files": files,
-            "spec": spec,
-            "input_shape": [None, *spec["input_shape"]],
-            "output_shape": [None, spec["num_classes"]],
-            "num_params": num_params,
-            "source_job_id": claim.job_id,
-        },
+        check.raise_if_stopped()
+        baseline_key = None
+        if trained.get("baseline"):
+            baseline, _ = load_weights(ctx, trained["baseline"]["weights"])
+            export_onnx(baseline.cpu(), shape, folder / "baseline.onnx")
+            baseline_key, _, _ = ctx.store.put_file(folder / "baseline.onnx")
+            check.raise_if_stopped()
+        int8 = _int8(ctx, graph, folder, inputs.spec.quantization, data, evaluated["student"])
+    public_int8 = {k: int8[k] for k in ("mode", "reason", "kept", "note")}
+    return StageResult(
+        outputs={
+            "onnx": onnx_key,
+            "baseline_onnx": baseline_key,
+            "int8": int8,
+            "parity_max_abs_diff": parity,
+            "details": {"parity_max_abs_diff": parity, "int8": public_int8},
+        }
     )
-    teacher = load_inputs(ctx, claim.spec).teacher
-    summary = _summary(teacher, trained, evaluated, num_params, files["onnx"]["size_bytes"])
-    return StageResult(outputs={"onnx": onnx_key}, student=student, summary=summary)
 
 
-def _summary(
-    teacher: Model,
-    trained: dict[str, Any],
-    evaluated: dict[str, Any],
-    num_params: int,
-    onnx_bytes: int,
+def _int8(
+    ctx: WorkerContext,
+    graph: Path,
+    folder: Path,
+    options: QuantizationSpec,
+    data: SplitData,
+    student_metrics: dict[str, float],
 ) -> dict[str, Any]:
-    return {
-        "teacher": {
-            **evaluated["teacher"],
-            "num_params": teacher.num_params,
-            "size_bytes": teacher.size_bytes,
-        },
-        "student": {**evaluated["student"], "num_params": num_params, "size_bytes": onnx_bytes},
-        "baseline": evaluated.get("baseline"),
-        "val_source": evaluated["val_source"],
-        "val_samples": evaluated["val_samples"],
-        "train_samples": trained["train_samples"],
-        "labeled_train_samples": trained["labeled_train_samples"],
-        "epochs": trained["epochs"],
-        "steps": trained["steps"],
-        "best": trained["student"].get("best"),
-        "resumed_from_epoch": trained["resumed_from_epoch"],
-        "training_seconds": trained["training_seconds"],
-        "compression_ratio": (
-            round(teacher.num_params / num_params, 3) if teacher.num_params else None
-        ),
-    }
+    """The int8 variant: its artifact key, metrics on the validation set, and whether it is
+    kept (offered for download), with a sentence when it is not."""
+    entry: dict[str, Any] = {"key": None, "mode": options.mode, "reason": None, "metrics": None}
+    if options.mode == "off":
+        return {**entry, "kept": False, "note": "Quantization was turned off for this job."}
+    result = quantize(
+        graph,
+        folder / "student-int8.onnx",
+        mode=options.mode,
+        calibration=data.x,
+        calibration_samples=options.calibration_samples,
+    )
+    entry.update(mode=result.mode, reason=result.reason)
+    if result.path is None:
+        note = f"No int8 variant: quantization failed ({result.error})"
+        return {**entry, "kept": False, "note": note.rstrip(".") + "."}
+    logits = _run(result.path, data.x_val)  # (M, C)
+    metrics = evaluate(logits, data.y_val, data.t_val)
+    entry["metrics"] = metrics
+    entry["key"], _, _ = ctx.store.put_file(result.path)
+    drop, limit = _accuracy_drop(student_metrics, metrics), options.max_accuracy_drop
+    if drop is not None and drop > limit:
+        note = (
+            f"The int8 variant loses {drop * 100:.1f} points of validation accuracy "
+            f"({student_metrics['accuracy'] * 100:.1f}% to {metrics['accuracy'] * 100:.1f}%), "
+            f"more than this job's limit of {limit * 100:.1f}; it is not offered for download."
+        )
+        return {**entry, "kept": False, "note": note}
+    return {**entry, "kept": True, "note": None}
+
+
+def _accuracy_drop(student: dict[str, float], int8: dict[str, float]) -> float | None:
+    """Validation accuracy lost to int8; None when the validation set has no labels."""
+    if "accuracy" not in student or "accuracy" not in int8:
+        return None
+    return max(0.0, student["accuracy"] - int8["accuracy"])
+
+
+def _run(path: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Logits (N, C) from an ONNX file on the CPU."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    chunks = [
+        session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], np.float32)})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(chunks).astype(np.float32)  # (N, C)

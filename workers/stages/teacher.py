@@ -8,9 +8,12 @@ import logging
 from typing import Protocol
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from core.lifecycle import Claim
-from core.models import Model
+from core.models import Dataset, Model
+from core.spec import InferenceJobCreate
+from core.stages import job_kind
 from distill.errors import DistillError
 from distill.evaluate import predict_logits
 from distill.export import load_student
@@ -18,6 +21,7 @@ from distill.programs import ProgramTeacher
 from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
 from workers.jobs import StopCheck, report_progress
+from workers.retry import read
 from workers.stages.inputs import load_arrays, load_inputs, logits_key, save_logits
 from workers.stages.result import StageResult
 
@@ -59,16 +63,24 @@ def _predict(teacher: Teacher, x: np.ndarray, check: StopCheck) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)  # (N, C)
 
 
-def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
-    inputs = load_inputs(ctx, claim.spec)
-    teacher_row = inputs.teacher
+def _logits_for(
+    ctx: WorkerContext,
+    claim: Claim,
+    check: StopCheck,
+    teacher_row: Model,
+    datasets: dict[str, Dataset],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The cached logits' key per dataset field, computing those not cached yet, and
+    where each came from ("cache" or "computed")."""
     width = (teacher_row.output_shape or [None])[-1]
     teacher: Teacher | None = None
     keys: dict[str, str] = {}
-    for done, (field, dataset) in enumerate(inputs.datasets.items()):
+    sources: dict[str, str] = {}
+    for done, (field, dataset) in enumerate(datasets.items()):
         key = keys[field] = logits_key(teacher_row.sha256, dataset.sha256)
         if ctx.store.exists(key):
             log.info("job %s: teacher outputs for %s come from the cache", claim.job_id, field)
+            sources[field] = "cache"
             continue
         teacher = teacher or load_teacher(ctx, teacher_row)
         x, _ = load_arrays(ctx.store, dataset)
@@ -84,5 +96,44 @@ def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) ->
                 "check the model and that the data is scaled the way it was trained on."
             )
         save_logits(ctx.store, key, logits)
-        report_progress(ctx, claim, (done + 1) / len(inputs.datasets))
-    return StageResult(outputs={"logits": keys})
+        sources[field] = "computed"
+        report_progress(ctx, claim, (done + 1) / len(datasets))
+    return keys, sources
+
+
+def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
+    if job_kind(claim.spec) == "inference":
+        return _run_batch_inference(ctx, claim, check)
+    inputs = load_inputs(ctx, claim.spec)
+    keys, sources = _logits_for(ctx, claim, check, inputs.teacher, inputs.datasets)
+    return StageResult(outputs={"logits": keys, "details": {"teacher_outputs": sources}})
+
+
+def _run_batch_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
+    """A batch inference job: the model over one dataset. The logits land under the same
+    cache key a distillation job's teacher stage reads, so a later job with this model
+    as its teacher and this dataset does not run the model again."""
+    spec = InferenceJobCreate.model_validate(claim.spec)
+    model, dataset = read(ctx, "reading the job's model and dataset", lambda s: _pair(s, spec))
+    keys, sources = _logits_for(ctx, claim, check, model, {"dataset_id": dataset})
+    key = keys["dataset_id"]
+    shape = np.load(ctx.store.local_path(key), mmap_mode="r", allow_pickle=False).shape
+    logits = {
+        "samples": int(shape[0]),
+        "classes": int(shape[1]),
+        "bytes": ctx.store.size(key),
+        "source": sources["dataset_id"],
+    }
+    return StageResult(
+        outputs={"logits": keys, "details": {"teacher_outputs": sources}},
+        summary={"logits": logits, "model_id": model.id, "dataset_id": dataset.id},
+    )
+
+
+def _pair(session: Session, spec: InferenceJobCreate) -> tuple[Model, Dataset]:
+    model, dataset = session.get(Model, spec.model_id), session.get(Dataset, spec.dataset_id)
+    if model is None or dataset is None:
+        gone = "model" if model is None else "dataset"
+        raise DistillError(f"The {gone} was deleted while the job waited; resubmit the job.")
+    session.expunge_all()
+    return model, dataset
