@@ -15,8 +15,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from distill.errors import DistillError
+from distill.onnx_safety import read_onnx
 from distill.students import build_student
-from distill.teachers import ModelInfo
+from distill.teachers import ModelInfo, check_io, fit_samples, make_session
 
 SPEC_KEY = "stillhouse_spec"
 SPEC_FIELDS = ("architecture", "params", "input_shape", "num_classes")
@@ -153,3 +154,50 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.
             "The ONNX export does not match the PyTorch student (max difference "
             f"{float(np.abs(got - expected).max()):.2e}); export it again or report a bug."
         )
+
+
+def parity_max_abs_diff(
+    model: nn.Module, onnx_path: str | os.PathLike, x: np.ndarray, batch_size: int = 1024
+) -> float:
+    """The largest |torch - ONNX Runtime| output difference over every row of x (N, ...).
+
+    export_onnx checks 5 random rows; this runs real data (e.g. the validation set), where
+    ranges random inputs never reach (a BatchNorm's extreme statistics, large activations)
+    would show a divergence. Both run on CPU in float32; the model is moved to CPU and put in
+    eval mode. inf when either side gives a non-finite output the other does not match."""
+    if len(x) == 0:
+        raise DistillError("There are no samples to compare the export on; give a non-empty set.")
+    model = model.cpu().eval()
+    session = make_session(read_onnx(onnx_path)[0], "cpu")
+    name, shape, dtype = check_io(session)
+    rows = fit_samples(np.asarray(x), shape[1:], "model")  # (N, ...)
+    fixed = shape[0]  # a fixed-batch model runs whole batches, the last one zero-padded
+    step = fixed or batch_size
+    worst = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(rows), step):
+            xb = np.ascontiguousarray(rows[start : start + step], dtype=np.float32)  # (b, ...)
+            n = len(xb)
+            if fixed is not None and n < fixed:
+                xb = np.concatenate([xb, np.zeros((fixed - n, *xb.shape[1:]), np.float32)])
+            expected = model(torch.from_numpy(xb)).numpy()[:n]  # (n, C)
+            try:
+                got, *_ = session.run(None, {name: xb.astype(dtype, copy=False)})
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise DistillError(
+                    f"The ONNX model failed on rows of shape {list(xb.shape[1:])} "
+                    f"({str(exc).strip()[:300]}); check that it is the export of this model."
+                ) from exc
+            got = np.asarray(got)[:n]  # (n, C)
+            if got.shape != expected.shape:
+                raise DistillError(
+                    f"The ONNX model returns outputs of shape {list(got.shape)} where the "
+                    f"PyTorch model returns {list(expected.shape)}; export it again."
+                )
+            diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+            same = (got == expected) | (np.isnan(got) & np.isnan(expected))  # inf == inf too
+            diff[same] = 0.0
+            if not np.isfinite(diff).all():
+                return float("inf")
+            worst = max(worst, float(diff.max()))
+    return worst

@@ -32,15 +32,31 @@ def _dims(shape: list[int | str | None]) -> list[int | None]:
     return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
-def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
-    """A session built from bytes already checked by read_onnx: given no path,
-    ONNX Runtime has no folder to resolve an external-data name against."""
-    providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
+def ort_providers(device: str) -> list[str | tuple[str, dict[str, int]]]:
+    """CUDA first when `device` asks for it and this onnxruntime build has it; CPU always,
+    both as the fallback for ops CUDA lacks and for a machine without a GPU."""
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         index = int(device.split(":", 1)[1]) if ":" in device else 0
-        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(
+    model_bytes: bytes, device: str, threads: int | None = None
+) -> ort.InferenceSession:
+    """A session built from bytes already checked by read_onnx: given no path,
+    ONNX Runtime has no folder to resolve an external-data name against.
+
+    `threads` pins the intra-op pool (None: onnxruntime's default, one per core); ops run
+    one after another (inter-op 1), so the pool is the only parallelism and a thread count
+    given here is the one that runs."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(model_bytes, providers=providers)
+        return ort.InferenceSession(model_bytes, options, providers=ort_providers(device))
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise DistillError(
             f"ONNX Runtime cannot load the model ({str(exc).strip()[:300]}); export it with a "
@@ -48,7 +64,7 @@ def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
         ) from exc
 
 
-def _check_io(session: ort.InferenceSession) -> tuple[str, list[int | None], type]:
+def check_io(session: ort.InferenceSession) -> tuple[str, list[int | None], type]:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)
@@ -100,18 +116,38 @@ def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
     )
 
 
+def fit_samples(x: np.ndarray, feature: list[int | None], owner: str) -> np.ndarray:
+    """Samples x (N, ...) in the model's per-sample shape `feature`: as is when they match or
+    the model's sample dims are dynamic, reshaped when they hold as many values (flattened
+    images), else a DistillError naming the `owner` ("teacher", "model")."""
+    if any(d is None for d in feature):
+        return x  # dynamic sample dims: pass the data through as is
+    if tuple(x.shape[1:]) == tuple(feature):
+        return x
+    if math.prod(x.shape[1:]) != math.prod(feature):  # type: ignore[arg-type]
+        raise DistillError(
+            f"The data samples have shape {list(x.shape[1:])} but the {owner} expects "
+            f"{feature} per sample; upload data that matches the {owner}'s input."
+        )
+    return x.reshape(len(x), *feature)
+
+
 class OnnxTeacher:
     """An ONNX model whose first output is the logits (N, C)."""
 
     def __init__(
-        self, path: str | os.PathLike, device: str = "cpu", checked_bytes: bytes | None = None
+        self,
+        path: str | os.PathLike,
+        device: str = "cpu",
+        checked_bytes: bytes | None = None,
+        threads: int | None = None,
     ):
         # Every load goes through read_onnx, so a job's teacher is held to the same
         # no-external-data rule as its inspection. `checked_bytes`: what read_onnx
         # already returned for this path, so inspection reads the file once.
         data = checked_bytes if checked_bytes is not None else read_onnx(path)[0]
-        self.session = _session(data, device)
-        self.input_name, self.input_shape, self._dtype = _check_io(self.session)
+        self.session = make_session(data, device, threads)
+        self.input_name, self.input_shape, self._dtype = check_io(self.session)
         self.output_name = self.session.get_outputs()[0].name
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
@@ -126,24 +162,11 @@ class OnnxTeacher:
             ) from exc
         return np.asarray(out)
 
-    def _reshape(self, x: np.ndarray) -> np.ndarray:
-        feature = self.input_shape[1:]
-        if any(d is None for d in feature):
-            return x  # dynamic sample dims: pass the data through as is
-        if tuple(x.shape[1:]) == tuple(feature):
-            return x
-        if math.prod(x.shape[1:]) != math.prod(feature):  # type: ignore[arg-type]
-            raise DistillError(
-                f"The data samples have shape {list(x.shape[1:])} but the teacher expects "
-                f"{feature} per sample; upload data that matches the teacher's input."
-            )
-        return x.reshape(len(x), *feature)
-
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Teacher logits (N, C) float32 for inputs x (N, ...)."""
         if len(x) == 0:
             raise DistillError("There are no samples to run the teacher on; upload a data set.")
-        x = self._reshape(np.asarray(x, dtype=np.float32))
+        x = fit_samples(np.asarray(x, dtype=np.float32), self.input_shape[1:], "teacher")
         fixed = self.input_shape[0]
         step = fixed or batch_size
         chunks: list[np.ndarray] = []

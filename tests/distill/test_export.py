@@ -16,6 +16,7 @@ from distill.export import (
     export_onnx,
     inspect_safetensors,
     load_student,
+    parity_max_abs_diff,
     read_student_spec,
     save_student,
 )
@@ -163,3 +164,25 @@ def test_load_plain_safetensors_with_explicit_spec(tmp_path: Path) -> None:
         load_student(plain, spec={"architecture": "mlp"})
     with pytest.raises(DistillError, match="tensor 'net.1.weight' has shape"):
         load_student(plain, spec=dict(spec, params={"hidden": [9]}))
+
+
+def test_parity_max_abs_diff(trained_cnn: torch.nn.Module, onnx_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(37, 2, 16)).astype(np.float32)
+    assert parity_max_abs_diff(trained_cnn, onnx_path, x, batch_size=8) < 1e-4
+    # Flat rows with as many values per sample are reshaped, as for a teacher.
+    assert parity_max_abs_diff(trained_cnn, onnx_path, x.reshape(37, 32)) < 1e-4
+    torch.manual_seed(1)
+    other = build_student(SPEC["architecture"], SPEC["params"], (2, 16), 5).eval()
+    assert parity_max_abs_diff(other, onnx_path, x) > 0.1
+    with pytest.raises(DistillError, match="non-empty"):
+        parity_max_abs_diff(trained_cnn, onnx_path, x[:0])
+
+
+def test_parity_on_a_fixed_batch_model(tmp_path: Path) -> None:
+    path = tmp_path / "fixed.onnx"
+    gemm_model(path, 4)  # y = x @ W with W = [[1, 0], [0, 1], [1, 1]]
+    linear = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]))
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)  # 5 rows: one full batch and one padded
+    assert parity_max_abs_diff(linear, path, x) < 1e-5
