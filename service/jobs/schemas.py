@@ -102,8 +102,9 @@ class MetricPoint(BaseModel):
 
 
 class Latency(BaseModel):
-    p50: float  # milliseconds, batch 1, after warm-up
+    p50: float  # milliseconds, after warm-up
     p95: float
+    batch: int = 1  # 1, or a fixed-batch model's own batch
 
 
 class Throughput(BaseModel):
