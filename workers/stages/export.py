@@ -88,6 +88,9 @@ def _summary(
         "labeled_train_samples": trained["labeled_train_samples"],
         "epochs": trained["epochs"],
         "steps": trained["steps"],
+        # Jobs trained before the field existed used cached teacher outputs.
+        "teacher_outputs": trained.get("teacher_outputs", "cached"),
+        "augment_noise": trained.get("augment_noise", 0.0),
         "best": trained["student"].get("best"),
         "resumed_from_epoch": trained["resumed_from_epoch"],
         "training_seconds": trained["training_seconds"],

@@ -1,13 +1,19 @@
 """Stage 1: run the teacher once over every dataset the job names and cache
 its logits in the artifact store (offline KD). The stage's output is the map
-from dataset to cached logits, which the later stages read."""
+from dataset to cached logits, which the later stages read.
+
+With teacher_outputs "online" the training stage runs the teacher on each
+batch (online_teacher), so this stage caches only what evaluation reads: the
+validation set's logits, or the train set's when the holdout comes from it."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from core.lifecycle import Claim
 from core.models import Model
@@ -18,7 +24,13 @@ from distill.programs import ProgramTeacher
 from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
 from workers.jobs import StopCheck, report_progress
-from workers.stages.inputs import load_arrays, load_inputs, logits_key, save_logits
+from workers.stages.inputs import (
+    cached_fields,
+    load_arrays,
+    load_inputs,
+    logits_key,
+    save_logits,
+)
 from workers.stages.result import StageResult
 
 log = logging.getLogger("stillhouse.worker")
@@ -29,16 +41,22 @@ CHUNK = 8192
 class Teacher(Protocol):
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray: ...
 
+    def torch_logits(self, xb: torch.Tensor) -> torch.Tensor: ...
+
 
 class _ZooTeacher:
     """A safetensors + zoo spec model used as a teacher."""
 
     def __init__(self, row: Model, path: str, device: str) -> None:
         self.model, _ = load_student(path, device=device, spec=row.spec)
+        self.model.eval().requires_grad_(False)
         self.device = device
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_logits(self.model, x, batch_size=batch_size, device=self.device)
+
+    def torch_logits(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.model(xb.to(self.device)).float().to(xb.device)  # (B, C)
 
 
 def load_teacher(ctx: WorkerContext, row: Model) -> Teacher:
@@ -48,6 +66,12 @@ def load_teacher(ctx: WorkerContext, row: Model) -> Teacher:
     if row.format == "safetensors":
         return _ZooTeacher(row, str(path), ctx.device)
     return ProgramTeacher(path, row.format, device=ctx.device)
+
+
+def online_teacher(ctx: WorkerContext, row: Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The teacher as train() calls it in online mode, (B, ...) -> (B, C) on the worker's
+    device: a zoo model or torch program in torch, an ONNX model through ONNX Runtime."""
+    return load_teacher(ctx, row).torch_logits
 
 
 def _predict(teacher: Teacher, x: np.ndarray, check: StopCheck) -> np.ndarray:
@@ -65,7 +89,9 @@ def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) ->
     width = (teacher_row.output_shape or [None])[-1]
     teacher: Teacher | None = None
     keys: dict[str, str] = {}
-    for done, (field, dataset) in enumerate(inputs.datasets.items()):
+    fields = cached_fields(inputs)
+    for done, field in enumerate(fields):
+        dataset = inputs.datasets[field]
         key = keys[field] = logits_key(teacher_row.sha256, dataset.sha256)
         if ctx.store.exists(key):
             log.info("job %s: teacher outputs for %s come from the cache", claim.job_id, field)
@@ -84,5 +110,5 @@ def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) ->
                 "check the model and that the data is scaled the way it was trained on."
             )
         save_logits(ctx.store, key, logits)
-        report_progress(ctx, claim, (done + 1) / len(inputs.datasets))
+        report_progress(ctx, claim, (done + 1) / len(fields))
     return StageResult(outputs={"logits": keys})
