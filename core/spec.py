@@ -93,6 +93,9 @@ class TrainingSpec(BaseModel):
     # Stepped once per epoch; "cosine" anneals lr to 0 over the run.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Std of Gaussian noise added to each training batch's inputs (drawn from the seed);
+    # more than 0 needs teacher_outputs "online" (JobCreate refuses it with cached logits).
+    augment_noise: float = Field(default=0.0, ge=0.0, le=10.0, allow_inf_nan=False)
 
 
 class PlacementSpec(BaseModel):
@@ -144,6 +147,10 @@ class JobCreate(BaseModel):
     baseline: bool = False
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    # "cached": the teacher runs once per (teacher, dataset) before training and its logits
+    # are reused (offline KD). "online": the teacher runs on each training batch, so it sees
+    # the augmented inputs; its cost is then paid every step of every epoch.
+    teacher_outputs: Literal["cached", "online"] = "cached"
 
     @model_validator(mode="after")
     def _losses(self) -> JobCreate:
@@ -152,6 +159,17 @@ class JobCreate(BaseModel):
         names = [term.name for term in self.losses]
         if len(set(names)) != len(names):
             raise ValueError("each loss term may appear once")
+        return self
+
+    @model_validator(mode="after")
+    def _augmentation(self) -> JobCreate:
+        if self.teacher_outputs == "cached" and self.training.augment_noise > 0:
+            raise ValueError(
+                f"training.augment_noise is {self.training.augment_noise:g} but teacher_outputs "
+                "is 'cached': cached teacher logits describe the un-augmented inputs, so set "
+                "teacher_outputs to 'online' (the teacher then sees each augmented batch) or "
+                "augment_noise to 0"
+            )
         return self
 
     @property

@@ -5,6 +5,8 @@ They run once before training, on the host arrays, so the training loop itself n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -64,6 +66,26 @@ def _check_arrays(
             )
 
 
+def _check_teacher(
+    teacher: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, width: int, device: torch.device
+) -> None:
+    """An online teacher answers a 2-sample batch with (2, C) logits, C the student's width."""
+    sample = torch.from_numpy(np.ascontiguousarray(x[:2], dtype=np.float32)).to(device)
+    try:
+        with torch.no_grad():
+            out = teacher(sample)  # (2, C)
+    except RuntimeError as exc:
+        raise DistillError(
+            f"The teacher cannot take samples of shape {list(x.shape[1:])} ({exc}); give data "
+            "shaped for the teacher."
+        ) from exc
+    if tuple(out.shape) != (len(sample), width):
+        raise DistillError(
+            f"The teacher returns shape {list(out.shape)} for {len(sample)} samples but the "
+            f"student has {width} outputs; use a student with as many classes as the teacher."
+        )
+
+
 def validate_inputs(
     student: nn.Module,
     x: np.ndarray,
@@ -72,9 +94,11 @@ def validate_inputs(
     loss: WeightedLoss,
     val: ValData | None,
     device: torch.device,
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> int:
-    """Check the training (and validation) arrays against the student and the loss; returns
-    the student's output width C, measured with one 2-sample forward pass in eval mode."""
+    """Check the training (and validation) arrays against the student and the loss, and an
+    online teacher's output width; returns the student's output width C, measured with one
+    2-sample forward pass in eval mode."""
     if x.ndim < 2 or len(x) == 0:
         raise DistillError(
             f"The training inputs have shape {list(x.shape)}; they must be (N, ...) with N > 0."
@@ -86,7 +110,9 @@ def validate_inputs(
             "The loss has a term that needs labels ('ce') but the training set has no labeled "
             "sample; upload labels or drop that term."
         )
-    if loss.needs_teacher and teacher_logits is None:
+    if teacher is not None:
+        _check_teacher(teacher, x, width, device)
+    elif loss.needs_teacher and teacher_logits is None:
         raise DistillError(
             "The loss has a term that needs the teacher (e.g. 'kd') but no teacher logits were "
             "given; attach a teacher or use only 'ce'."

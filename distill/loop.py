@@ -4,6 +4,11 @@ Read it top to bottom: validate, move data to the device once, then per step onl
 index -> forward -> loss -> backward -> step. Loss sums and accuracy counts stay on the
 device; the host syncs exactly once per epoch, at its end. Between epochs it may hand a
 checkpoint (distill.checkpoint) to the caller, and it can resume from one bit-exactly.
+
+Teacher outputs come one of two ways. Cached (offline KD): the caller ran the teacher once and
+passes its logits, which a step indexes like the labels. Online: TrainConfig.teacher is called
+on each batch, after augmentation, so the teacher sees exactly what the student sees; that call
+is the per-step cost of online KD, and a teacher outside torch (ONNX Runtime) syncs there too.
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     lr_schedule: str = "constant"  # constant | cosine (to 0 over the epochs, stepped per epoch)
+    # Std of the Gaussian noise added to each training batch's inputs; drawn from a generator
+    # seeded by (seed, epoch), so a resumed run draws the same noise. Validation stays clean.
+    augment_noise: float = 0.0
+    # Online KD: (B, ...) -> (B, C) teacher logits, called under no_grad on each (augmented)
+    # batch in place of the cached rows. It must be deterministic (eval mode) for exact resumes.
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -68,6 +79,20 @@ class TrainConfig:
             raise DistillError(
                 f"Unknown lr_schedule {self.lr_schedule!r}; valid schedules are: "
                 f"{', '.join(LR_SCHEDULES)}."
+            )
+        if (
+            isinstance(self.augment_noise, bool)
+            or not isinstance(self.augment_noise, int | float)
+            or not math.isfinite(self.augment_noise)
+            or self.augment_noise < 0
+        ):
+            raise DistillError(
+                f"augment_noise must be a finite number >= 0, got {self.augment_noise!r}."
+            )
+        if self.teacher is not None and not callable(self.teacher):
+            raise DistillError(
+                f"teacher must be a callable from inputs (B, ...) to logits (B, C), got "
+                f"{type(self.teacher).__name__}."
             )
 
 
@@ -128,6 +153,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     epoch k needs no generator state. A SeedSequence hash rather than seed + epoch: torch's CPU
     generator keeps only the low 32 bits of a seed, and (0, 2) would shuffle like (1, 1)."""
     return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1)[0])
+
+
+def noise_seed(seed: int, epoch: int) -> int:
+    """The augmentation-noise seed of one epoch: like epoch_seed, a function of (seed, epoch)
+    alone, so a resumed run needs no generator state; a third word keeps it off the order's."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch, 1]).generate_state(1)[0])
 
 
 def _update_best(
@@ -202,6 +233,9 @@ def train(
 ) -> TrainResult:
     """Train `student` on x (N, ...), labels y (N,) (-1 = unlabeled), teacher logits (N, C).
 
+    With `config.teacher` (online KD) the teacher is run on each batch and `teacher_logits` is
+    ignored; a loss without a teacher term never calls it.
+
     With `resume` (a snapshot taken after epoch k) it loads the weights, optimizer, LR schedule
     and RNG states and runs epochs k+1..epochs; on CPU the result is bit-identical to a run
     that never stopped. At the end of an epoch other than the last, once `checkpoint_every_s`
@@ -225,7 +259,15 @@ def train(
                 resumed_from_epoch=done,
                 best=resume.best,
             )
-    width = validate_inputs(student, x, y, teacher_logits, loss, val, device)
+    online = config.teacher if loss.needs_teacher else None
+    if online is not None:
+        teacher_logits = None  # the teacher answers each batch; cached rows are not read
+    elif config.augment_noise > 0 and loss.needs_teacher:
+        raise DistillError(
+            "augment_noise needs an online teacher when the loss has a teacher term: cached "
+            "teacher logits describe the un-augmented inputs; pass TrainConfig(teacher=...)."
+        )
+    width = validate_inputs(student, x, y, teacher_logits, loss, val, device, teacher=online)
     torch.manual_seed(config.seed)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast: Callable[[], contextlib.AbstractContextManager] = (
@@ -257,6 +299,8 @@ def train(
     steps_per_epoch = math.ceil(n / bs)
     keep_logits = n * width <= KEEP_LOGITS_MAX_ELEMENTS
     track_preds = Y is not None and not keep_logits  # else: step_logits, one argmax per epoch
+    noise = float(config.augment_noise)
+    noise_gen: torch.Generator | None = None
     student.train()
 
     history: list[EpochMetrics] = []
@@ -271,14 +315,21 @@ def train(
             # A CPU generator, so the order is the same on any device.
             gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
             perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)  # (N,)
+            if noise > 0:  # a generator on the device: drawing the noise never syncs
+                noise_gen = torch.Generator(device).manual_seed(noise_seed(config.seed, epoch))
             preds = torch.empty(n if track_preds else 0, dtype=torch.int64, device=device)  # (N,)
             step_logits: list[torch.Tensor] = []  # detached (B, C), when keep_logits
             step_losses: list[torch.Tensor] = []  # detached 0-d tensors, summed at epoch end
             for start in range(0, n, bs):
                 idx = perm[start : start + bs]  # (B,)
-                xb = X[idx]  # (B, ...)
+                xb = X[idx]  # (B, ...), a copy: the noise never reaches X
+                if noise_gen is not None:
+                    xb.add_(torch.randn(xb.shape, generator=noise_gen, device=device), alpha=noise)
                 yb = Y[idx] if Y is not None else None  # (B,)
                 tb = T[idx] if T is not None else None  # (B, C)
+                if online is not None:
+                    with torch.no_grad():
+                        tb = online(xb).float()  # (B, C), on the inputs the student sees
                 with autocast():
                     logits = student(xb)  # (B, C)
                 total, parts = loss(logits, tb, yb)

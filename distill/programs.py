@@ -72,3 +72,7 @@ class ProgramTeacher:
                 batch = torch.from_numpy(x[start : start + batch_size]).to(self.device)
                 outputs.append(self.program(batch).float().cpu().numpy())
         return np.concatenate(outputs).astype(np.float32)  # (N, C)
+
+    def torch_logits(self, xb: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) float32 on xb's device, for online KD (call it under no_grad)."""
+        return self.program(xb.to(self.device)).float().to(xb.device)

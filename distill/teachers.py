@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
@@ -186,3 +187,9 @@ class OnnxTeacher:
                 "that the inputs are preprocessed the way the teacher expects."
             )
         return logits
+
+    def torch_logits(self, xb: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) float32 on xb's device for a batch xb (B, ...): online KD's per-step
+        call. ONNX Runtime takes numpy, so the batch goes through the host and back."""
+        out = self.predict_logits(xb.detach().cpu().numpy(), batch_size=max(len(xb), 1))
+        return torch.from_numpy(out).to(xb.device)

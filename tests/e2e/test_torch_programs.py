@@ -26,8 +26,13 @@ def permissive(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.mark.parametrize("teacher_outputs", ["cached", "online"])
 def test_torch_export_teacher(
-    permissive: TestClient, auth: dict[str, str], digits: DigitsFiles, tmp_path: Path
+    permissive: TestClient,
+    auth: dict[str, str],
+    digits: DigitsFiles,
+    tmp_path: Path,
+    teacher_outputs: str,
 ) -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
@@ -49,10 +54,10 @@ def test_torch_export_teacher(
         "val": upload(permissive, auth, "datasets", digits.val_npz),
         "transfer": upload(permissive, auth, "datasets", digits.transfer_npz),
     }
-    response = permissive.post(
-        "/v1/jobs", headers=auth, json=job_body(ids, baseline=False, training={"epochs": 2})
-    )
+    body = job_body(ids, baseline=False, training={"epochs": 2}, teacher_outputs=teacher_outputs)
+    response = permissive.post("/v1/jobs", headers=auth, json=body)
     assert response.status_code == 202, response.text
     job = wait_for(permissive, f"/v1/jobs/{response.json()['id']}", auth, {"succeeded", "failed"})
     assert job["status"] == "succeeded", job["error"]
     assert job["summary"]["student"]["agreement"] is not None
+    assert job["summary"]["teacher_outputs"] == teacher_outputs

@@ -147,3 +147,23 @@ def test_bad_student_params_fail_the_job_with_a_sentence(client, auth, ids) -> N
     job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, {"succeeded", "failed"})
     assert job["status"] == "failed"
     assert "hidden" in job["error"] and "internal error" not in job["error"], job["error"]
+
+
+def test_augment_noise_needs_online_teacher_outputs(client, auth, ids) -> None:
+    noisy = {"epochs": 1, "augment_noise": 0.05}
+    for body in (
+        job_body(ids, training=noisy),  # teacher_outputs defaults to "cached"
+        job_body(ids, training=noisy, teacher_outputs="cached"),
+    ):
+        _refused(
+            client,
+            auth,
+            body,
+            "training.augment_noise is 0.05 but teacher_outputs is 'cached'",
+            "cached teacher logits describe the un-augmented inputs",
+            "set teacher_outputs to 'online'",
+        )
+    _refused(client, auth, job_body(ids, teacher_outputs="offline"), "teacher_outputs")
+    for noise in (-0.1, 11):
+        body = job_body(ids, teacher_outputs="online", training={"augment_noise": noise})
+        _refused(client, auth, body, "training.augment_noise")

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from distill.benchmark import Measurement, measure_onnx, measure_torch, runtime_info
 from torch import nn
 
 from core.lifecycle import Claim, Student
 from core.models import Model
 from core.queues import ResourceStatus, Stage
+from distill.benchmark import Measurement, measure_onnx, measure_torch, runtime_info
 from distill.export import export_onnx, load_student
 from distill.onnx_safety import read_onnx
 from distill.programs import load_program
@@ -138,7 +138,8 @@ def run_benchmark(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRe
         benchmark={**info, "pool": ctx.pool, "batch": bench.batch},
         export={"parity_max_abs_diff": exported["parity_max_abs_diff"]},
         quantization={k: int8.get(k) for k in ("mode", "reason", "kept", "note")},
-        teacher_outputs=str(getattr(inputs.spec, "teacher_outputs", "cached")),
+        # Jobs trained before the field existed used cached teacher outputs.
+        teacher_outputs=trained.get("teacher_outputs", "cached"),
     )
     files = {
         "safetensors": _file_entry(ctx, trained["student"]["weights"]),
@@ -206,6 +207,8 @@ def _summary(
         "labeled_train_samples": trained["labeled_train_samples"],
         "epochs": trained["epochs"],
         "steps": trained["steps"],
+        "teacher_outputs": report["teacher_outputs"],
+        "augment_noise": trained.get("augment_noise", 0.0),
         "best": trained["student"].get("best"),
         "resumed_from_epoch": trained["resumed_from_epoch"],
         "training_seconds": trained["training_seconds"],

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from distill.quantize import quantize
 
 from core.lifecycle import Claim
 from core.queues import Stage
 from core.spec import QuantizationSpec
 from distill.evaluate import evaluate
 from distill.export import export_onnx, parity_max_abs_diff
+from distill.quantize import quantize
 from workers.context import WorkerContext
 from workers.jobs import StopCheck
 from workers.stages.inputs import SplitData, load_inputs, load_weights, split_data

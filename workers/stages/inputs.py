@@ -39,7 +39,7 @@ class SplitData:
 
     x: np.ndarray  # (N, ...)
     y: np.ndarray  # (N,)
-    t: np.ndarray  # (N, C) teacher logits
+    t: np.ndarray | None  # (N, C) teacher logits; None with online teacher outputs
     x_val: np.ndarray  # (M, ...)
     y_val: np.ndarray | None  # (M,)
     t_val: np.ndarray  # (M, C)
@@ -70,6 +70,15 @@ def _rows(session: Session, spec: JobCreate) -> JobInputs:
     return JobInputs(spec=spec, teacher=teacher, datasets=datasets)
 
 
+def cached_fields(inputs: JobInputs) -> list[str]:
+    """The datasets whose teacher outputs the job caches: all of them for cached teacher
+    outputs; online, only what evaluation reads, the validation set or else the train set
+    (its holdout is the validation set)."""
+    if inputs.spec.teacher_outputs == "cached":
+        return list(inputs.datasets)
+    return ["val_dataset_id" if "val_dataset_id" in inputs.datasets else "train_dataset_id"]
+
+
 def logits_key(teacher_sha256: str, dataset_sha256: str) -> str:
     """Teacher outputs depend only on the two files, so ten jobs on one teacher share them."""
     return f"cache/teacher-logits/{teacher_sha256}/{dataset_sha256}/logits.npy"
@@ -97,10 +106,13 @@ def load_logits(store: ArtifactStore, claim: Claim, field: str) -> np.ndarray:
 
 
 def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData:
-    """The same split on every stage that asks: the holdout comes from the seed."""
+    """The same split on every stage that asks: the holdout comes from the seed. With online
+    teacher outputs there are no training logits (t is None): the teacher runs in the loop."""
     store = ctx.store
+    online = inputs.spec.teacher_outputs == "online"
     x, y = load_arrays(store, inputs.datasets["train_dataset_id"])
-    t = load_logits(store, claim, "train_dataset_id")
+    has_t = "train_dataset_id" in cached_fields(inputs)
+    t = load_logits(store, claim, "train_dataset_id") if has_t else None
     y = np.full(len(x), -1, dtype=np.int64) if y is None else y
     if "val_dataset_id" in inputs.datasets:
         x_val, y_val = load_arrays(store, inputs.datasets["val_dataset_id"])
@@ -109,15 +121,18 @@ def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         order = np.random.default_rng(inputs.spec.training.seed).permutation(len(x))
         cut = max(1, int(len(x) * HOLDOUT_FRACTION))
         hold, keep = order[:cut], order[cut:]
+        assert t is not None  # cached_fields names the train set when it holds the val set
         x_val, y_val, t_val = x[hold], y[hold], t[hold]
-        x, y, t = x[keep], y[keep], t[keep]
+        x, y = x[keep], y[keep]
+        t = None if online else t[keep]
         y_val = None if (y_val < 0).all() else y_val
         val_source = f"holdout ({cut} samples of the train set)"
     if "transfer_dataset_id" in inputs.datasets:
         x_transfer, _ = load_arrays(store, inputs.datasets["transfer_dataset_id"])
         x = np.concatenate([x, x_transfer.reshape(len(x_transfer), *x.shape[1:])])
         y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
-        t = np.concatenate([t, load_logits(store, claim, "transfer_dataset_id")])
+        if t is not None:
+            t = np.concatenate([t, load_logits(store, claim, "transfer_dataset_id")])
     return SplitData(x, y, t, x_val, y_val, t_val, val_source)
 
 

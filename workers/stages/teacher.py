@@ -1,13 +1,19 @@
 """Stage 1: run the teacher once over every dataset the job names and cache
 its logits in the artifact store (offline KD). The stage's output is the map
-from dataset to cached logits, which the later stages read."""
+from dataset to cached logits, which the later stages read.
+
+With teacher_outputs "online" the training stage runs the teacher on each
+batch (online_teacher), so this stage caches only what evaluation reads: the
+validation set's logits, or the train set's when the holdout comes from it."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import torch
 from sqlalchemy.orm import Session
 
 from core.lifecycle import Claim
@@ -22,7 +28,13 @@ from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
 from workers.jobs import StopCheck, report_progress
 from workers.retry import read
-from workers.stages.inputs import load_arrays, load_inputs, logits_key, save_logits
+from workers.stages.inputs import (
+    cached_fields,
+    load_arrays,
+    load_inputs,
+    logits_key,
+    save_logits,
+)
 from workers.stages.result import StageResult
 
 log = logging.getLogger("stillhouse.worker")
@@ -33,16 +45,22 @@ CHUNK = 8192
 class Teacher(Protocol):
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray: ...
 
+    def torch_logits(self, xb: torch.Tensor) -> torch.Tensor: ...
+
 
 class _ZooTeacher:
     """A safetensors + zoo spec model used as a teacher."""
 
     def __init__(self, row: Model, path: str, device: str) -> None:
         self.model, _ = load_student(path, device=device, spec=row.spec)
+        self.model.eval().requires_grad_(False)
         self.device = device
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_logits(self.model, x, batch_size=batch_size, device=self.device)
+
+    def torch_logits(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.model(xb.to(self.device)).float().to(xb.device)  # (B, C)
 
 
 def load_teacher(ctx: WorkerContext, row: Model) -> Teacher:
@@ -52,6 +70,12 @@ def load_teacher(ctx: WorkerContext, row: Model) -> Teacher:
     if row.format == "safetensors":
         return _ZooTeacher(row, str(path), ctx.device)
     return ProgramTeacher(path, row.format, device=ctx.device)
+
+
+def online_teacher(ctx: WorkerContext, row: Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The teacher as train() calls it in online mode, (B, ...) -> (B, C) on the worker's
+    device: a zoo model or torch program in torch, an ONNX model through ONNX Runtime."""
+    return load_teacher(ctx, row).torch_logits
 
 
 def _predict(teacher: Teacher, x: np.ndarray, check: StopCheck) -> np.ndarray:
@@ -105,7 +129,9 @@ def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) ->
     if job_kind(claim.spec) == "inference":
         return _run_batch_inference(ctx, claim, check)
     inputs = load_inputs(ctx, claim.spec)
-    keys, sources = _logits_for(ctx, claim, check, inputs.teacher, inputs.datasets)
+    # Online KD runs the teacher in the training loop; only evaluation's logits are cached.
+    datasets = {field: inputs.datasets[field] for field in cached_fields(inputs)}
+    keys, sources = _logits_for(ctx, claim, check, inputs.teacher, datasets)
     return StageResult(outputs={"logits": keys, "details": {"teacher_outputs": sources}})
 
 

@@ -1,5 +1,6 @@
 """Stage 2: train the distilled student, then the no-KD baseline, on the
-cached teacher outputs. Both runs are one stage on one worker (see
+cached teacher outputs, or with teacher_outputs "online" with the teacher run on
+each (augmented) batch; the baseline never needs the teacher. Both runs are one stage on one worker (see
 docs/architecture.md: the baseline is cheap beside the student, and one stage
 keeps one device's data in memory once).
 
@@ -12,6 +13,7 @@ series keeps one point per epoch."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -35,6 +37,7 @@ from workers.recorder import EpochRecorder
 from workers.retry import read, transact
 from workers.stages.inputs import SplitData, load_inputs, split_data, store_weights
 from workers.stages.result import StageResult
+from workers.stages.teacher import online_teacher
 
 
 def _initial_model(ctx: WorkerContext, spec: JobCreate, run: str, shape: Any, width: int) -> Any:
@@ -86,7 +89,7 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
     inputs = load_inputs(ctx, claim.spec)
     spec, data = inputs.spec, split_data(ctx, claim, inputs)
     shape = tuple(int(d) for d in data.x.shape[1:])
-    width = int(data.t.shape[1])
+    width = int(data.t_val.shape[1])
     config = TrainConfig(
         epochs=spec.training.epochs,
         batch_size=spec.training.batch_size,
@@ -95,6 +98,7 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
         weight_decay=spec.training.weight_decay,
         lr_schedule=spec.training.lr_schedule,
         seed=spec.training.seed,
+        augment_noise=spec.training.augment_noise,
         device=ctx.device,
     )
     runs = ["student"] + (["baseline"] if spec.baseline and bool((data.y >= 0).any()) else [])
@@ -116,13 +120,16 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
             continue  # finished in an earlier attempt
         resume = _resume_point(ctx, checkpoints.get(run, {}))
         _begin_run(ctx, claim, run, resume.epoch if resume else 0)
+        run_config = config
+        if run == "student" and spec.teacher_outputs == "online":
+            run_config = replace(config, teacher=online_teacher(ctx, inputs.teacher))
 
         def progress(m: EpochMetrics, index: int = index) -> float:
             done = (index * config.epochs + m.epoch) / (len(runs) * config.epochs)
             return start + (end - start) * done
 
         entry = _train_run(
-            ctx, claim, check, run, model, data, config, resume, progress, checkpoints
+            ctx, claim, check, run, model, data, run_config, resume, progress, checkpoints
         )
         entry["weights"] = store_weights(ctx.store, model, model_spec)
         checkpoints[run] = entry
@@ -140,6 +147,8 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
             "labeled_train_samples": int((data.y >= 0).sum()),
             "epochs": config.epochs,
             "steps": student.get("steps"),
+            "teacher_outputs": spec.teacher_outputs,
+            "augment_noise": spec.training.augment_noise,
             "resumed_from_epoch": resumed_from,
             "training_seconds": round(time.monotonic() - started, 3),
         }
