@@ -13,6 +13,7 @@ starts, so the figures time the model and its runtime, not numpy copies.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -191,7 +192,10 @@ def measure_torch(
     waits for the GPU before the clock is read, so a figure is compute, not a kernel launch."""
     _check_args(sample, batch, seconds, warmup)
     was_training = model.training
-    model = model.to(device).eval()
+    model = model.to(device)
+    # A torch.export program's module has no train/eval switch (it was exported in one mode).
+    with contextlib.suppress(NotImplementedError):
+        model.eval()
     dtype = next(model.parameters(), torch.empty(0)).dtype
     x = torch.from_numpy(np.ascontiguousarray(sample)).to(device=device, dtype=dtype)  # (n, ...)
     singles = [x[i : i + 1] for i in range(min(len(x), MAX_DISTINCT))]  # (1, ...) each
@@ -221,7 +225,8 @@ def measure_torch(
                 warmup,
             )
     finally:
-        model.train(was_training)
+        with contextlib.suppress(NotImplementedError):
+            model.train(was_training)
 
 
 def _cpu_name() -> str:
