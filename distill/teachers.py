@@ -32,7 +32,17 @@ def _dims(shape: list[int | str | None]) -> list[int | None]:
     return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
-def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
+def session_options(spin: bool = True) -> ort.SessionOptions:
+    """ONNX Runtime's defaults, except that with `spin=False` idle intra-op threads sleep
+    instead of busy-waiting for the next run: right for a server whose run is followed by
+    I/O, where the spinning threads would take the CPU from the process that replies."""
+    options = ort.SessionOptions()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _session(model_bytes: bytes, device: str, spin: bool = True) -> ort.InferenceSession:
     """A session built from bytes already checked by read_onnx: given no path,
     ONNX Runtime has no folder to resolve an external-data name against."""
     providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
@@ -40,7 +50,7 @@ def _session(model_bytes: bytes, device: str) -> ort.InferenceSession:
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(model_bytes, providers=providers)
+        return ort.InferenceSession(model_bytes, session_options(spin), providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise DistillError(
             f"ONNX Runtime cannot load the model ({str(exc).strip()[:300]}); export it with a "
@@ -104,13 +114,18 @@ class OnnxTeacher:
     """An ONNX model whose first output is the logits (N, C)."""
 
     def __init__(
-        self, path: str | os.PathLike, device: str = "cpu", checked_bytes: bytes | None = None
+        self,
+        path: str | os.PathLike,
+        device: str = "cpu",
+        checked_bytes: bytes | None = None,
+        spin: bool = True,
     ):
         # Every load goes through read_onnx, so a job's teacher is held to the same
         # no-external-data rule as its inspection. `checked_bytes`: what read_onnx
-        # already returned for this path, so inspection reads the file once.
+        # already returned for this path, so inspection reads the file once. `spin`:
+        # see session_options.
         data = checked_bytes if checked_bytes is not None else read_onnx(path)[0]
-        self.session = _session(data, device)
+        self.session = _session(data, device, spin)
         self.input_name, self.input_shape, self._dtype = _check_io(self.session)
         self.output_name = self.session.get_outputs()[0].name
 

@@ -45,10 +45,11 @@ class Runner(Protocol):
 
 
 class OnnxRunner:
-    """ONNX Runtime, on CUDA when the worker's device is a GPU (distill.teachers)."""
+    """ONNX Runtime, on CUDA when the worker's device is a GPU (distill.teachers). Its
+    threads do not spin after a run: the reply, not another run, comes next."""
 
     def __init__(self, path: str, device: str) -> None:
-        self.teacher = OnnxTeacher(path, device=device)
+        self.teacher = OnnxTeacher(path, device=device, spin=False)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         fixed = self.teacher.input_shape[0]
