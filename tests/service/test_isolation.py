@@ -19,6 +19,11 @@ from tests.e2e.test_digits_job import job_body, upload_digits
 pytestmark = pytest.mark.usefixtures("worker")
 # A pool nobody serves: the owner's job stays queued, so nothing about it moves by itself.
 NOWHERE = {"teacher": "unserved", "student": "unserved", "export": "unserved"}
+# Bodies that are valid for the owner, for the by-id operations that need one: the stranger
+# must meet the 404, not a 422 for a missing body.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/models/{model_id}/predict"): {"inputs": [[0.0] * 64], "timeout_s": 5},
+}
 
 
 def _snapshot(client: TestClient, auth: dict[str, str], ids: dict[str, str]) -> dict[str, Any]:
@@ -63,7 +68,8 @@ def test_a_foreign_tenant_gets_404_on_every_route_and_changes_nothing(
             url = path
             for name in params:  # model_id -> the owner's model, and so on
                 url = url.replace("{" + name + "}", ids[name.removesuffix("_id")])
-            response = client.request(method.upper(), url, headers=stranger)
+            body = BODIES.get((method, path))
+            response = client.request(method.upper(), url, headers=stranger, json=body)
             assert response.status_code == 404, (method, url, response.text)
             assert response.json()["error"] == "not_found", response.text
             walked += 1
