@@ -249,3 +249,17 @@ def test_a_torch_program_is_not_servable(
         f"Model '{row['id']}' is a torch_export program, which predict does not serve; upload "
         "it exported to ONNX (or as safetensors with a zoo spec) to predict with it."
     )
+
+
+def test_an_unreachable_broker_is_a_503(
+    client: TestClient, auth: dict[str, str], teacher: dict, settings: Settings
+) -> None:
+    dead = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(dead)) as cut_off:
+        response = predict(cut_off, auth, teacher["id"], inputs=[[0.0] * 64])
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "unavailable",
+        "detail": "Stillhouse cannot reach its broker right now; retry in a few seconds.",
+    }
+    assert int(response.headers["Retry-After"]) > 0
