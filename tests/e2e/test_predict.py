@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
+from core.broker import make_celery
 from core.config import Settings
+from core.dispatch import predict_message, send
 from distill.export import load_student
 from distill.students import build_student
 from examples.digits import DigitsFiles
@@ -263,3 +266,21 @@ def test_an_unreachable_broker_is_a_503(
         "detail": "Stillhouse cannot reach its broker right now; retry in a few seconds.",
     }
     assert int(response.headers["Retry-After"]) > 0
+
+
+def test_late_and_orphaned_messages_are_dropped_unrun(
+    client: TestClient, auth: dict[str, str], teacher: dict, settings: Settings, data_dir: Path
+) -> None:
+    """A message past its deadline is discarded by Celery (`expires`); one whose request is
+    gone (answered, or given up by the gateway) is dropped by the task. The worker goes on."""
+    expired, orphaned = str(uuid.uuid4()), str(uuid.uuid4())
+    celery = make_celery(settings)
+    now = time.time()
+    assert send(celery, predict_message(expired, "cpu", datetime.fromtimestamp(now - 5, UTC)))
+    assert send(celery, predict_message(orphaned, "cpu", datetime.fromtimestamp(now + 30, UTC)))
+    # Behind them in the queue: once this is answered, both have been taken.
+    response = predict(client, auth, teacher["id"], inputs=[[0.0] * 64])
+    assert response.status_code == 200, response.text
+    log = (data_dir / "worker.log").read_text()
+    assert f"predict {orphaned}: the request is gone (answered or given up); dropped" in log
+    assert f"['{expired}'] started" not in log
