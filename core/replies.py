@@ -30,6 +30,9 @@ import redis.asyncio as aioredis
 from core.config import Settings
 
 Record = dict[str, Any]
+# A worker's reply is the outputs, or {"error": one of these, "detail": a sentence}.
+INVALID_INPUT = "invalid_input"  # the model cannot take these inputs: the gateway's 422
+INTERNAL = "internal"  # anything else went wrong in the worker: a 502
 
 # The embedded gateway looks for a reply file this often: a stat per look, and a few
 # milliseconds are small beside the filesystem broker's own 0.2 s poll.

@@ -5,8 +5,8 @@ Loaded models stay in a small LRU keyed by content (sha256, format, spec, device
 so repeated predicts do not reload the file. A request already gone or past its
 deadline is dropped unrun. Once a live request is read, it is always answered:
 the outputs, or an error with a sentence (`invalid_input` for inputs the model
-cannot take, which the gateway turns into a 422; `internal` for anything else,
-a 502). Nothing here touches the database.
+cannot take, which the gateway turns into a 422; `internal` for a model that
+does not load or anything else, a 502). Nothing here touches the database.
 
 A predict is idempotent: a second delivery finds the request gone, or answers it
 again, and the gateway takes the first answer."""
@@ -26,7 +26,7 @@ import torch
 
 from core.config import Settings
 from core.queues import TaskName
-from core.replies import Record, ReplyChannel, reply_channel
+from core.replies import INTERNAL, INVALID_INPUT, Record, ReplyChannel, reply_channel
 from distill.errors import DistillError
 from distill.export import load_student
 from distill.teachers import OnnxTeacher
@@ -34,7 +34,7 @@ from workers.context import WorkerContext, context
 from workers.task import stillhouse_task
 
 log = logging.getLogger("stillhouse.worker")
-INTERNAL = (
+FAILED = (
     "The worker failed while running the model; the error is in its log. Retry, and report "
     "it if it persists."
 )
@@ -123,10 +123,9 @@ def _channel(settings: Settings) -> ReplyChannel:
     return _channels[url]
 
 
-def compute(ctx: WorkerContext, record: Record) -> Record:
-    """The reply to a live request: the model's first output and, for a classifier's
-    2-D output, the argmax of each row."""
-    runner = _cache(ctx.settings.predict_cached_models).get(ctx, record)
+def compute(runner: Runner, record: Record, worker_id: str) -> Record:
+    """The model's first output on the request's inputs and, for a classifier's 2-D
+    output, the argmax of each row."""
     try:
         x = np.asarray(record["inputs"], dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -138,7 +137,21 @@ def compute(ctx: WorkerContext, record: Record) -> Record:
             "preprocessed the way the model expects."
         )
     predictions = out.argmax(axis=1).tolist() if out.ndim == 2 else None
-    return {"outputs": out.tolist(), "predictions": predictions, "worker_id": ctx.worker_id}
+    return {"outputs": out.tolist(), "predictions": predictions, "worker_id": worker_id}
+
+
+def answer_for(ctx: WorkerContext, record: Record) -> Record:
+    """The reply to a live request, whatever happens: a model that is `ready` but does not
+    load here is the server's fault (a 502); inputs it cannot take are the client's (422)."""
+    try:
+        runner = _cache(ctx.settings.predict_cached_models).get(ctx, record)
+    except DistillError as exc:
+        log.warning("predict: model %s does not load: %s", record.get("model_id"), exc)
+        return {"error": INTERNAL, "detail": str(exc)}
+    try:
+        return compute(runner, record, ctx.worker_id)
+    except DistillError as exc:
+        return {"error": INVALID_INPUT, "detail": str(exc)}
 
 
 @stillhouse_task(TaskName.PREDICT, max_retries=1)
@@ -154,11 +167,9 @@ def predict(request_id: str) -> None:
         log.info("predict %s: past its deadline by %.1f s; dropped unrun", request_id, -left)
         return
     try:
-        reply = compute(ctx, record)
-    except DistillError as exc:
-        reply = {"error": "invalid_input", "detail": str(exc)}
+        reply = answer_for(ctx, record)
     except Exception:  # any bug or runtime failure: the gateway gets a sentence, not a hang
         log.exception("predict %s: model %s failed", request_id, record.get("model_id"))
-        reply = {"error": "internal", "detail": INTERNAL}
+        reply = {"error": INTERNAL, "detail": FAILED}
     # Unread, the answer outlives the gateway's wait a little, then expires.
     channel.answer(request_id, reply, ttl_s=math.ceil(left) + 5)

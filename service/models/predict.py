@@ -25,7 +25,7 @@ from core.config import Settings
 from core.dispatch import predict_message, send
 from core.models import Model, new_id
 from core.queues import ResourceStatus
-from core.replies import ChannelUnavailable, Record, ReplyChannel
+from core.replies import INVALID_INPUT, ChannelUnavailable, Record, ReplyChannel
 from service.errors import (
     BadGateway,
     Conflict,
@@ -42,8 +42,6 @@ log = logging.getLogger("stillhouse.api")
 # Files a worker can run for a predict: ONNX in ONNX Runtime, zoo safetensors in torch.
 SERVABLE = ("onnx", "onnx-int8", "safetensors")
 BROKER_DOWN = "Stillhouse cannot reach its broker right now; retry in a few seconds."
-# The worker's reply `error` for a request the model cannot take (a DistillError).
-INVALID_INPUT = "invalid_input"
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,20 @@ import pytest
 import redis
 import torch
 from fastapi.testclient import TestClient
+from onnx import numpy_helper
 from safetensors.torch import save_file
 
 from core.broker import make_celery
 from core.config import Settings
 from core.dispatch import predict_message, send
+from core.storage import blob_key
 from distill.export import load_student
 from distill.students import build_student
 from examples.digits import DigitsFiles
 from service.main import create_app
 from tests.conftest import REDIS_URL, new_tenant, wait_for
 from tests.e2e.test_digits_job import upload
-from tests.onnx_crafted import plain_onnx
+from tests.onnx_crafted import matmul_model, plain_onnx
 from tests.stack import private_stack
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -284,3 +286,21 @@ def test_late_and_orphaned_messages_are_dropped_unrun(
     log = (data_dir / "worker.log").read_text()
     assert f"predict {orphaned}: the request is gone (answered or given up); dropped" in log
     assert f"['{expired}'] started" not in log
+
+
+def test_a_ready_model_whose_file_is_gone_is_a_502(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    """The worker cannot load it: the server's fault, not the request's."""
+    weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "W")
+    content = matmul_model(weight, doc=uuid.uuid4().hex).SerializeToString()  # a file of its own
+    created = client.post("/v1/models", headers=auth, files={"file": ("m.onnx", content)})
+    row = wait_for(client, f"/v1/models/{created.json()['id']}", auth, {"ready", "invalid"})
+    assert row["status"] == "ready", row["error"]
+    (settings.data_dir / "artifacts" / blob_key(row["sha256"])).unlink()
+    response = predict(client, auth, row["id"], inputs=[[0.0] * 4])
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": "worker_failed",
+        "detail": "The model file is missing from the artifact store.",
+    }
