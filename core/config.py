@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     # ONNX Runtime's and torch's threads in the benchmark (None: the runtimes' own default,
     # every core), recorded in the report beside the figures.
     benchmark_threads: int | None = Field(default=None, ge=1, le=1024)
+    # How long POST /v1/models/{id}/predict waits for a worker when the request names no
+    # `timeout_s`: a worker runs one task at a time, so a predict queued behind a training
+    # stage waits for it; past this the client gets a 504 instead of a hung connection.
+    predict_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # Samples one predict may carry: the inputs travel through the broker and the outputs
+    # back through the gateway as JSON, so a bigger batch belongs in a job, not a request.
+    max_predict_samples: int = Field(default=4096, gt=0)
+    # Loaded models (ONNX Runtime sessions, torch modules) a worker keeps for predicts, so
+    # repeated calls do not reload the file; each holds the model's weights in memory.
+    predict_cached_models: int = Field(default=4, ge=1)
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""

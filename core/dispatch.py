@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from celery import Celery
 
@@ -24,6 +25,9 @@ class Message:
     task: TaskName
     args: tuple[str, ...]
     queue: str
+    # A message worth nothing after this time (a predict's deadline): a worker that takes it
+    # later discards it unrun, and no sweeper sends it again.
+    expires: datetime | None = None
 
 
 def stage_message(job_id: str, stage: str, pool: str) -> Message:
@@ -32,6 +36,10 @@ def stage_message(job_id: str, stage: str, pool: str) -> Message:
 
 def inspect_message(task: TaskName, resource_id: str) -> Message:
     return Message(task, (resource_id,), Pool.CPU.value)
+
+
+def predict_message(request_id: str, pool: str, expires: datetime) -> Message:
+    return Message(TaskName.PREDICT, (request_id,), pool, expires)
 
 
 def send(celery: Celery, message: Message) -> bool:
@@ -43,15 +51,17 @@ def send(celery: Celery, message: Message) -> bool:
             queue=message.queue,
             retry=True,
             retry_policy=RETRY_POLICY,
+            expires=message.expires,
         )
     except Exception as exc:  # any broker failure: the sweeper re-sends from the database
         log.warning(
-            "could not send %s%s to queue %s (%s: %s); the sweeper will re-send it",
+            "could not send %s%s to queue %s (%s: %s)%s",
             message.task.value,
             list(message.args),
             message.queue,
             type(exc).__name__,
             exc,
+            "" if message.expires else "; the sweeper will re-send it",
         )
         return False
     return True

@@ -17,6 +17,7 @@ class TaskName(StrEnum):
     INSPECT_MODEL = "stillhouse.inspect_model"
     INSPECT_DATASET = "stillhouse.inspect_dataset"
     RUN_STAGE = "stillhouse.run_stage"
+    PREDICT = "stillhouse.predict"
 
 
 class Stage(StrEnum):

@@ -42,20 +42,29 @@ def ort_providers(device: str) -> list[str | tuple[str, dict[str, int]]]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(
-    model_bytes: bytes, device: str, threads: int | None = None
-) -> ort.InferenceSession:
-    """A session built from bytes already checked by read_onnx: given no path,
-    ONNX Runtime has no folder to resolve an external-data name against.
-
-    `threads` pins the intra-op pool (None: onnxruntime's default, one per core); ops run
+def session_options(spin: bool = True, threads: int | None = None) -> ort.SessionOptions:
+    """`threads` pins the intra-op pool (None: onnxruntime's default, one per core); ops run
     one after another (inter-op 1), so the pool is the only parallelism and a thread count
-    given here is the one that runs."""
+    given here is the one that runs. With `spin=False` idle intra-op threads sleep instead
+    of busy-waiting for the next run: right for a server whose run is followed by I/O,
+    where the spinning threads would take the CPU from the process that replies."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def make_session(
+    model_bytes: bytes, device: str, threads: int | None = None, spin: bool = True
+) -> ort.InferenceSession:
+    """A session built from bytes already checked by read_onnx: given no path,
+    ONNX Runtime has no folder to resolve an external-data name against. See
+    session_options for `threads` and `spin`."""
+    options = session_options(spin, threads)
     try:
         return ort.InferenceSession(model_bytes, options, providers=ort_providers(device))
     except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -142,12 +151,14 @@ class OnnxTeacher:
         device: str = "cpu",
         checked_bytes: bytes | None = None,
         threads: int | None = None,
+        spin: bool = True,
     ):
         # Every load goes through read_onnx, so a job's teacher is held to the same
         # no-external-data rule as its inspection. `checked_bytes`: what read_onnx
-        # already returned for this path, so inspection reads the file once.
+        # already returned for this path, so inspection reads the file once. `spin`:
+        # see session_options.
         data = checked_bytes if checked_bytes is not None else read_onnx(path)[0]
-        self.session = make_session(data, device, threads)
+        self.session = make_session(data, device, threads, spin)
         self.input_name, self.input_shape, self._dtype = check_io(self.session)
         self.output_name = self.session.get_outputs()[0].name
 

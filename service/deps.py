@@ -40,19 +40,30 @@ async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
             await uow.release()  # a request that did not commit leaves no blob behind
 
 
-# Requests that only read may trust the key cache; every other one asks SQL, so a
-# revoked key or a deleted tenant can change nothing from the moment it is gone.
+# Requests that only read may trust the key cache (so may a predict, which writes nothing:
+# ReadingTenantDep); every other one asks SQL, so a revoked key or a deleted tenant can
+# change nothing from the moment it is gone.
 CACHED_METHODS = frozenset({"GET", "HEAD"})
 
 
 async def get_tenant_id(
     request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
 ) -> str:
+    return await _tenant_id(state, authorization, cached=request.method in CACHED_METHODS)
+
+
+async def get_reading_tenant_id(
+    state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """For a POST that changes nothing (a predict): it may trust the key cache as a GET does."""
+    return await _tenant_id(state, authorization, cached=True)
+
+
+async def _tenant_id(state: AppState, authorization: str | None, cached: bool) -> str:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
     key_hash = hash_key(key.strip())
-    cached = request.method in CACHED_METHODS
     tenant_id = state.keys.get(key_hash) if cached else None
     if tenant_id is None:
         async with state.sessions() as session:
@@ -71,3 +82,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 TenantDep = Annotated[str, Depends(get_tenant_id)]
+ReadingTenantDep = Annotated[str, Depends(get_reading_tenant_id)]

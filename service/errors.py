@@ -81,6 +81,16 @@ class ServiceUnavailable(StillhouseError):
     code = "unavailable"
 
 
+class BadGateway(StillhouseError):
+    status_code = 502
+    code = "worker_failed"
+
+
+class GatewayTimeout(StillhouseError):
+    status_code = 504
+    code = "timeout"
+
+
 class IdempotencyKeyReused(Unprocessable):
     code = "idempotency_key_reused"
 
@@ -93,7 +103,9 @@ _DESCRIPTIONS = {
     413: "The body is larger than this server accepts.",
     415: "The uploaded file's format is not accepted.",
     422: "The request is invalid; `detail` says which field and why.",
-    503: "The database is unreachable; retry after `Retry-After` seconds.",
+    502: "The worker failed while serving the request; `detail` says so in a sentence.",
+    503: "The database or the broker is unreachable; retry after `Retry-After` seconds.",
+    504: "No worker answered within the request's timeout.",
 }
 
 

@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 from core.broker import make_celery
 from core.config import Settings, get_settings
 from core.db import make_async_engine, make_async_sessionmaker
+from core.replies import reply_channel
 from core.storage import ArtifactStore
 from service.datasets.endpoints import router as datasets_router
 from service.errors import install_error_handlers
@@ -42,8 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             celery=make_celery(settings),
             store=ArtifactStore(settings.resolved_storage_url, settings.data_dir / "cache"),
             keys=KeyCache(ttl=settings.key_cache_seconds),
+            replies=reply_channel(settings),
         )
         yield
+        await app.state.stillhouse.replies.aclose()
         await engine.dispose()
 
     app = FastAPI(

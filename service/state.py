@@ -1,5 +1,5 @@
 """What one gateway process holds for its lifetime: engine, broker client,
-artifact store and the API key cache."""
+reply channel, artifact store and the API key cache."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.blobs import uses_blob
 from core.config import Settings
 from core.dispatch import Message, send
+from core.replies import ReplyChannel
 from core.storage import ArtifactStore, Blob
 
 log = logging.getLogger("stillhouse.api")
@@ -52,6 +53,8 @@ class AppState:
     celery: Celery
     store: ArtifactStore
     keys: KeyCache
+    # Where predicts wait for their worker's answer (core.replies).
+    replies: ReplyChannel
 
 
 class UnitOfWork:

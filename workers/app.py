@@ -13,7 +13,7 @@ from core.config import get_settings
 
 # The worker imports the task modules by name at start-up; nothing here imports
 # them, so a task module may import this one without a cycle.
-TASK_MODULES = ["workers.inspect", "workers.pipeline", "workers.heartbeat"]
+TASK_MODULES = ["workers.inspect", "workers.pipeline", "workers.heartbeat", "workers.predict"]
 celery_app = make_celery(get_settings(), include=TASK_MODULES)
 
 # The ONNX exporter narrates every optimisation pass at INFO; a worker's log is for jobs.

@@ -9,12 +9,12 @@ from core import repository
 from core.dispatch import inspect_message
 from core.models import Model
 from core.queues import ResourceStatus, TaskName
-from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
+from service.deps import ReadingTenantDep, SettingsDep, StateDep, StoreDep, TenantDep, UowDep
 from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep, upload_meaning
-from service.models import service
-from service.models.schemas import ModelPublic
+from service.models import predict, service
+from service.models.schemas import ModelPublic, PredictRequest, PredictResponse
 from service.schemas import CursorQuery, IdPath, LimitQuery, NameForm, Page, paginate
 from service.uploads import checked_filename, name_from, store_upload
 
@@ -127,3 +127,27 @@ async def download_model(
         have = ", ".join(sorted(row.files)) or "none"
         raise NotFound(f"Model '{model_id}' has no {wanted} file; available: {have}.")
     return download(store, entry["key"], f"{row.name}{SUFFIXES[wanted]}")
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    responses=responses(400, 404, 409, 413, 502, 504),
+)
+async def predict_with_model(
+    state: StateDep, tenant_id: ReadingTenantDep, model_id: IdPath, body: PredictRequest
+) -> PredictResponse:
+    """Run the model on a worker of `pool` and wait for its outputs (at most `timeout_s`)."""
+    # The session closes before the wait: a predict holds no database connection while a
+    # worker runs it.
+    async with state.sessions() as session:
+        call = await predict.prepare(session, tenant_id, model_id, body, state.settings)
+    reply = await predict.run(state.replies, state.celery, call)
+    return PredictResponse(
+        outputs=reply["outputs"],
+        predictions=reply["predictions"],
+        model_id=model_id,
+        format=call.format,
+        pool=call.pool,
+        worker_id=reply["worker_id"],
+    )

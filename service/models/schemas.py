@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.spec import STUDENT_ARCHITECTURES
+from core.spec import POOL_NAME, STUDENT_ARCHITECTURES
+from service.errors import explain_pattern
 from service.schemas import UtcDatetime
 
 
@@ -59,6 +60,43 @@ class ZooSpec(BaseModel):
         return value
 
 
+POOL_PATTERN = explain_pattern(
+    POOL_NAME.pattern, "is not a pool name (lowercase letters, digits, '-', '_', '.')"
+)
+
+
 class PredictRequest(BaseModel):
-    inputs: list[Any]
-    pool: str = "auto"
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[Any] = Field(
+        min_length=1,
+        description="Samples, each a nested list of numbers of the model's per-sample shape "
+        "(input_shape without the batch dimension).",
+    )
+    pool: str = Field(
+        default="cpu",
+        pattern=POOL_PATTERN,
+        description="The worker pool that runs the model; `auto` is gpu when a live gpu "
+        "worker exists, else cpu.",
+    )
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=300,
+        description="Seconds to wait for a worker (default STILLHOUSE_PREDICT_TIMEOUT_S, 30).",
+    )
+    format: Literal["onnx", "safetensors", "onnx-int8"] | None = Field(
+        default=None,
+        description="Which of the model's files runs; default onnx when it has one, "
+        "else its own format.",
+    )
+
+
+class PredictResponse(BaseModel):
+    outputs: list[Any] = Field(description="The model's first output, one entry per sample.")
+    predictions: list[int] | None = Field(
+        description="The argmax of each output row when the outputs are 2-D (a classifier)."
+    )
+    model_id: str
+    format: str
+    pool: str
+    worker_id: str

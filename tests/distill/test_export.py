@@ -21,7 +21,7 @@ from distill.export import (
     save_student,
 )
 from distill.students import build_student
-from distill.teachers import OnnxTeacher, inspect_onnx
+from distill.teachers import OnnxTeacher, inspect_onnx, session_options
 
 SPEC = {
     "architecture": "cnn1d",
@@ -98,6 +98,19 @@ def test_fixed_batch_teacher_pads(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         logits, np.stack([x[:, 0] + x[:, 2], x[:, 1] + x[:, 2]], 1), atol=1e-5
     )
+
+
+def test_a_session_without_spinning_gives_the_same_outputs(tmp_path: Path) -> None:
+    """spin=False (predict's sessions) changes only how idle threads wait."""
+    assert (
+        session_options(spin=False).get_session_config_entry("session.intra_op.allow_spinning")
+        == "0"
+    )
+    path = tmp_path / "fixed.onnx"
+    gemm_model(path, 4)
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    quiet, default = OnnxTeacher(path, spin=False), OnnxTeacher(path)
+    np.testing.assert_array_equal(quiet.run_raw(x), default.run_raw(x))
 
 
 def test_bad_onnx_files(tmp_path: Path) -> None:

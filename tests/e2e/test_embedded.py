@@ -1,5 +1,5 @@
 """`stillhouse dev` on embedded defaults (SQLite, filesystem broker, local
-files): the same upload-distill-download path, through real HTTP."""
+files): the same upload-distill-download-predict path, through real HTTP."""
 
 from __future__ import annotations
 
@@ -113,3 +113,12 @@ def test_embedded_defaults_distill_end_to_end(embedded: httpx.Client, digits: Di
     logits = session.run(None, {session.get_inputs()[0].name: data["x"]})[0]
     accuracy = float((logits.argmax(1) == data["y"]).mean())
     assert abs(accuracy - job["summary"]["student"]["accuracy"]) <= 0.005
+
+    # A predict through the filesystem broker and the file reply channel.
+    predicted = embedded.post(
+        f"/v1/models/{job['student_model_id']}/predict", json={"inputs": data["x"][:8].tolist()}
+    )
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.json()["format"] == "onnx"
+    assert float(np.abs(np.array(predicted.json()["outputs"]) - logits[:8]).max()) <= 1e-4
+    assert predicted.json()["predictions"] == logits[:8].argmax(1).tolist()

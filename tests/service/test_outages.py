@@ -29,6 +29,7 @@ def _requests(app: Any) -> list[tuple[str, str, dict[str, Any]]]:
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("post", "/v1/models"): {"files": {"file": ("m.onnx", b"onnx")}},
         ("post", "/v1/datasets"): {"files": {"file": ("d.npz", b"npz")}},
+        ("post", "/v1/models/{model_id}/predict"): {"json": {"inputs": [[0.0]]}},
         ("post", "/v1/jobs"): {
             "json": {
                 "name": "j",
