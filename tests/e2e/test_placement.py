@@ -158,6 +158,7 @@ def test_batch_inference_logits_are_the_next_jobs_teacher_cache(
         train_dataset_id=part["id"],
         transfer_dataset_id=None,
         val_dataset_id=None,
+        quantization={"mode": "off"},
     )
     second = client.post("/v1/jobs", headers=auth, json=distill).json()
     done = wait_for(client, f"/v1/jobs/{second['id']}", auth, FINISHED)
@@ -166,6 +167,13 @@ def test_batch_inference_logits_are_the_next_jobs_teacher_cache(
     assert sources == {"train_dataset_id": "cache"}
     missing = client.get(f"/v1/jobs/{done['id']}/logits", headers=auth)
     assert missing.status_code == 404 and "batch inference" in missing.json()["detail"]
+
+    # With quantization off there is no int8 variant, and the report says why.
+    report = client.get(f"/v1/jobs/{done['id']}/report", headers=auth).json()
+    assert report["student_int8"] is None and report["quantization"]["kept"] is False
+    assert report["quantization"]["note"] == "Quantization was turned off for this job."
+    int8 = client.get(f"/v1/models/{done['student_model_id']}/file?format=onnx-int8", headers=auth)
+    assert int8.status_code == 404 and "onnx, safetensors" in int8.json()["detail"]
 
 
 def test_a_batch_inference_job_checks_its_inputs(

@@ -82,28 +82,29 @@ def _int8(
     )
     entry.update(mode=result.mode, reason=result.reason)
     if result.path is None:
-        note = f"No int8 variant: quantization failed ({result.error})"
-        return {**entry, "kept": False, "note": note.rstrip(".") + "."}
+        failed = f"No int8 variant: quantization failed ({result.error})"
+        return {**entry, "kept": False, "note": failed.rstrip(".") + "."}
     logits = _run(result.path, data.x_val)  # (M, C)
     metrics = evaluate(logits, data.y_val, data.t_val)
     entry["metrics"] = metrics
     entry["key"], _, _ = ctx.store.put_file(result.path)
-    drop, limit = _accuracy_drop(student_metrics, metrics), options.max_accuracy_drop
-    if drop is not None and drop > limit:
-        note = (
-            f"The int8 variant loses {drop * 100:.1f} points of validation accuracy "
-            f"({student_metrics['accuracy'] * 100:.1f}% to {metrics['accuracy'] * 100:.1f}%), "
-            f"more than this job's limit of {limit * 100:.1f}; it is not offered for download."
-        )
-        return {**entry, "kept": False, "note": note}
-    return {**entry, "kept": True, "note": None}
+    refused = int8_verdict(student_metrics, metrics, options.max_accuracy_drop)
+    return {**entry, "kept": refused is None, "note": refused}
 
 
-def _accuracy_drop(student: dict[str, float], int8: dict[str, float]) -> float | None:
-    """Validation accuracy lost to int8; None when the validation set has no labels."""
+def int8_verdict(student: dict[str, float], int8: dict[str, float], max_drop: float) -> str | None:
+    """None when the int8 variant is kept; else the sentence that says why not. Without
+    validation labels there is no accuracy to lose, and the variant is kept."""
     if "accuracy" not in student or "accuracy" not in int8:
         return None
-    return max(0.0, student["accuracy"] - int8["accuracy"])
+    drop = student["accuracy"] - int8["accuracy"]
+    if drop <= max_drop:
+        return None
+    return (
+        f"The int8 variant loses {drop * 100:.1f} points of validation accuracy "
+        f"({student['accuracy'] * 100:.1f}% to {int8['accuracy'] * 100:.1f}%), more than this "
+        f"job's limit of {max_drop * 100:.1f}; it is not offered for download."
+    )
 
 
 def _run(path: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
