@@ -1,7 +1,8 @@
 """Failpoints for fault tests: `STILLHOUSE_FAILPOINTS="export=5,nightly:evaluation=3"`
 makes a worker pause that many seconds at the start of a stage (of every job,
 or only of the job named before the colon), so a test can cancel, kill or
-freeze it while a stage that is otherwise too short to hit is running. The
+freeze it while a stage that is otherwise too short to hit is running;
+`epoch=SECONDS` pauses training that long at the end of every epoch. The
 pause is cooperative: a cancel or a lost lease ends it within a tenth of a
 second. `inspect_dataset=SECONDS` pauses a dataset's inspection (its claim
 stays renewed meanwhile) and `inspect_dataset=kill` makes the worker SIGKILL
@@ -31,14 +32,22 @@ def parse(spec: str) -> dict[tuple[str | None, str], float]:
     return points
 
 
+def _seconds(spec: str, claim: Claim, point: str) -> float:
+    points = parse(spec) if spec else {}
+    return points.get((claim.job_name, point), points.get((None, point), 0.0))
+
+
 def failpoint(spec: str, claim: Claim, check: StopCheck) -> None:
-    if not spec:
-        return
-    points = parse(spec)
-    seconds = points.get((claim.job_name, claim.stage), points.get((None, claim.stage), 0.0))
+    seconds = _seconds(spec, claim, claim.stage)
     if seconds > 0:
         log.warning("failpoint: pausing %.1f s at the start of stage %s", seconds, claim.stage)
         check.pause(seconds)
+
+
+def epoch_pause(spec: str, claim: Claim) -> float:
+    """Seconds `epoch=SECONDS` (or `job:epoch=SECONDS`) pauses training at each epoch's
+    end, so a fault test's kill lands mid-training however fast this machine trains."""
+    return _seconds(spec, claim, "epoch")
 
 
 def inspection_failpoint(spec: str, task: str) -> tuple[float, bool]:

@@ -86,11 +86,13 @@ def test_killed_mid_training_resumes_from_its_checkpoint(
     client: TestClient, auth: dict[str, str], digits: DigitsFiles, spawn_worker: SpawnWorker
 ) -> None:
     pool, placement = private_pool("resume")
-    doomed = spawn_worker(pool, STILLHOUSE_CHECKPOINT_EVERY_S="0")
+    # Each epoch of this job is held open 0.3 s, so the kill lands mid-training however
+    # fast the machine trains (16 epochs once took 2 s, and the poll missed the window).
+    doomed = spawn_worker(
+        pool, STILLHOUSE_CHECKPOINT_EVERY_S="0", STILLHOUSE_FAILPOINTS="resumed:epoch=0.3"
+    )
     ids = upload_digits(client, auth, digits)
-    # Small batches: enough steps that the kill lands mid-training even on an idle machine
-    # (16 epochs of batch 16 once took 3.6 s, and the poll missed the window).
-    training = {"epochs": 20, "batch_size": 8, "lr": 0.001, "seed": 7}
+    training = {"epochs": 16, "batch_size": 16, "lr": 0.001, "seed": 7}
     body = job_body(ids, name="resumed", baseline=False, placement=placement, training=training)
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
     wait_until(client, job_id, auth, lambda j: j["stage"] == "training" and j["epoch"] >= 4)
@@ -101,8 +103,8 @@ def test_killed_mid_training_resumes_from_its_checkpoint(
     assert job["status"] == "succeeded", job["error"]
     trained = stage(job, "training")
     assert trained["attempts"] == 2 and trained["resumed_from_epoch"] >= 3
-    assert series(client, job_id, auth, "loss") == list(range(1, 21))
-    assert series(client, job_id, auth, "val_accuracy") == list(range(1, 21))
+    assert series(client, job_id, auth, "loss") == list(range(1, 17))
+    assert series(client, job_id, auth, "val_accuracy") == list(range(1, 17))
 
     # The same job, never interrupted, ends with the same numbers.
     body["name"] = "uninterrupted"

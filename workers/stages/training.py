@@ -13,6 +13,7 @@ series keeps one point per epoch."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +33,7 @@ from distill.loop import EpochMetrics, TrainConfig, train
 from distill.losses import build_loss
 from distill.students import build_student
 from workers.context import WorkerContext
+from workers.failpoints import epoch_pause
 from workers.jobs import StopCheck
 from workers.recorder import EpochRecorder
 from workers.retry import read, transact
@@ -185,6 +187,14 @@ def _train_run(
     val = (data.x_val, data.y_val, data.t_val)
     # The recorder keeps `checkpoints` (every run's entry) in step with the stage row.
     recorder = EpochRecorder(ctx, claim, run, TRAINING_RUNS[run], progress, checkpoints)
+    on_epoch_end: Callable[[EpochMetrics], None] = recorder
+    pause = epoch_pause(ctx.settings.failpoints, claim)
+    if pause > 0:  # fault tests only: hold each epoch open so a kill lands mid-training
+
+        def on_epoch_end(metrics: EpochMetrics) -> None:
+            recorder(metrics)
+            check.pause(pause)
+
     with recorder:
         result = train(
             model,
@@ -194,7 +204,7 @@ def _train_run(
             loss,
             config,
             val=val,
-            on_epoch_end=recorder,
+            on_epoch_end=on_epoch_end,
             should_stop=check,
             resume=resume,
             on_checkpoint=recorder.checkpoint,
