@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +115,34 @@ def _measure(
     )
 
 
+def _probe_and_measure(
+    run: Callable[[Any], None],
+    singles: Sequence[Any],
+    full: Any,
+    latency_batch: int,
+    seconds: float,
+    warmup: int,
+    hint: str,
+) -> Measurement:
+    """One call first, so a model that cannot take these rows fails with a sentence (the
+    runtimes raise many untyped errors), then the timed runs."""
+    try:
+        run(singles[0])
+    except Exception as exc:
+        raise DistillError(
+            f"The model failed on samples of shape {list(full.shape[1:])} "
+            f"({str(exc).strip()[:300]}); {hint}."
+        ) from exc
+    return _measure(
+        lambda i: run(singles[i % len(singles)]),
+        lambda i: run(full),
+        len(full),
+        latency_batch,
+        seconds,
+        warmup,
+    )
+
+
 def measure_onnx(
     model: bytes | str | os.PathLike,
     sample: np.ndarray,
@@ -145,21 +173,8 @@ def measure_onnx(
     def run(xb: np.ndarray) -> None:
         session.run(None, {name: xb})
 
-    try:
-        run(singles[0])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise DistillError(
-            f"The model failed on samples of shape {list(x.shape[1:])} "
-            f"({str(exc).strip()[:300]}); pass rows that match its input shape {shape}."
-        ) from exc
-    return _measure(
-        lambda i: run(singles[i % len(singles)]),
-        lambda i: run(full),
-        batch,
-        latency_batch,
-        seconds,
-        warmup,
-    )
+    hint = f"pass rows that match its input shape {shape}"
+    return _probe_and_measure(run, singles, full, latency_batch, seconds, warmup, hint)
 
 
 @contextmanager
@@ -209,21 +224,8 @@ def measure_torch(
 
     try:
         with _torch_threads(threads), torch.inference_mode():
-            try:
-                run(singles[0])
-            except Exception as exc:  # shape errors surface as RuntimeError, ValueError, ...
-                raise DistillError(
-                    f"The model failed on samples of shape {list(x.shape[1:])} "
-                    f"({str(exc).strip()[:300]}); pass rows shaped like its input."
-                ) from exc
-            return _measure(
-                lambda i: run(singles[i % len(singles)]),
-                lambda i: run(full),
-                batch,
-                1,
-                seconds,
-                warmup,
-            )
+            hint = "pass rows shaped like its input"
+            return _probe_and_measure(run, singles, full, 1, seconds, warmup, hint)
     finally:
         with contextlib.suppress(NotImplementedError):
             model.train(was_training)

@@ -40,6 +40,16 @@ def _features(shape: list[int | None] | None) -> int | None:
     return math.prod(int(d) for d in shape if d is not None)
 
 
+def _check_features(model: Model, data: Dataset, who: str, holds: str) -> None:
+    want = _features((model.input_shape or [None])[1:])
+    have = _features(data.sample_shape)
+    if want is not None and have is not None and want != have:
+        raise Unprocessable(
+            f"{who} takes {want} input features per sample but {holds} {have} "
+            f"({data.sample_shape}); upload data shaped for this model."
+        )
+
+
 def _check_fit(body: JobCreate, teacher: Model, datasets: dict[str, Dataset]) -> None:
     train = datasets["train_dataset_id"]
     if body.needs_labels and not train.labeled:
@@ -54,13 +64,7 @@ def _check_fit(body: JobCreate, teacher: Model, datasets: dict[str, Dataset]) ->
     width = (teacher.output_shape or [None])[-1]
     if width is None:
         raise Unprocessable(f"Teacher '{teacher.id}' has no fixed output width to distill from.")
-    want = _features((teacher.input_shape or [None])[1:])
-    have = _features(train.sample_shape)
-    if want is not None and have is not None and want != have:
-        raise Unprocessable(
-            f"Teacher '{teacher.id}' takes {want} input features per sample but the datasets "
-            f"hold {have} ({train.sample_shape}); upload data shaped for this teacher."
-        )
+    _check_features(teacher, train, f"Teacher '{teacher.id}'", "the datasets hold")
     for field, dataset in datasets.items():
         if dataset.labeled and dataset.num_classes is not None and dataset.num_classes > width:
             raise Unprocessable(
@@ -155,13 +159,7 @@ async def create_inference_job(
     if model.format not in TEACHER_FORMATS:
         raise Unprocessable(f"Model '{model.id}' is {model.format}; it cannot be run.")
     dataset = await _ready(session, Dataset, "dataset", tenant_id, body.dataset_id)
-    want = _features((model.input_shape or [None])[1:])
-    have = _features(dataset.sample_shape)
-    if want is not None and have is not None and want != have:
-        raise Unprocessable(
-            f"Model '{model.id}' takes {want} input features per sample but dataset "
-            f"'{dataset.id}' holds {have} ({dataset.sample_shape})."
-        )
+    _check_features(model, dataset, f"Model '{model.id}'", f"dataset '{dataset.id}' holds")
     spec = body.model_dump(mode="json", exclude_none=True)
     return await _new_job(session, tenant_id, body.name, spec, settings)
 

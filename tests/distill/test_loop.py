@@ -124,9 +124,9 @@ def test_divergence_is_reported() -> None:
         train(mlp(), x, y, None, build_loss([{"name": "ce"}]), TrainConfig(epochs=2, lr=1e30))
 
 
-def test_one_host_sync_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    x, y, t = blobs()
-    syncs = []
+def count_host_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per `tolist` (the loop's one sync an epoch); `item` and `bool` raise."""
+    syncs: list[int] = []
     original = torch.Tensor.tolist
 
     def counting_tolist(self: torch.Tensor) -> object:
@@ -139,6 +139,12 @@ def test_one_host_sync_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
     monkeypatch.setattr(torch.Tensor, "item", forbidden)
     monkeypatch.setattr(torch.Tensor, "__bool__", forbidden)
+    return syncs
+
+
+def test_one_host_sync_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y, t = blobs()
+    syncs = count_host_syncs(monkeypatch)
     y = y.copy()
     y[::3] = -1
     train(mlp(), x, y, t, build_loss(KD_CE), TrainConfig(epochs=3, batch_size=16))

@@ -15,6 +15,7 @@ from distill.errors import DistillError
 from distill.loop import TrainConfig, TrainResult, train
 from distill.losses import build_loss
 from distill.students import build_student
+from tests.distill.test_loop import count_host_syncs
 
 KD_CE = [{"name": "kd", "weight": 0.9}, {"name": "ce", "weight": 0.1}]
 ATOL = 1e-5  # float32: the teacher's batched and whole-set matmuls round differently
@@ -170,19 +171,7 @@ def test_online_resume_with_noise_is_bit_identical(tmp_path: Path) -> None:
 def test_online_with_noise_syncs_once_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = blobs()
     config = TrainConfig(epochs=3, batch_size=16, augment_noise=0.1, teacher=tiny_teacher())
-    syncs = []
-    original = torch.Tensor.tolist
-
-    def counting_tolist(self: torch.Tensor) -> object:
-        syncs.append(1)
-        return original(self)
-
-    def forbidden(self: torch.Tensor, *args: object) -> object:
-        raise AssertionError("host sync in the training loop")
-
-    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
-    monkeypatch.setattr(torch.Tensor, "item", forbidden)
-    monkeypatch.setattr(torch.Tensor, "__bool__", forbidden)
+    syncs = count_host_syncs(monkeypatch)
     train(student(), x, y, None, build_loss(KD_CE), config)
     assert len(syncs) == 3
 

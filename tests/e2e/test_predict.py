@@ -4,7 +4,6 @@ safetensors model) run here on the very file the server holds."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -18,18 +17,16 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 from onnx import numpy_helper
-from safetensors.torch import save_file
 
 from core.broker import make_celery
 from core.config import Settings
 from core.dispatch import predict_message, send
 from core.storage import blob_key
-from distill.export import load_student
-from distill.students import build_student
 from examples.digits import DigitsFiles
 from service.main import create_app
 from tests.conftest import REDIS_URL, new_tenant, wait_for
 from tests.e2e.test_digits_job import upload
+from tests.e2e.test_zoo_models import upload_zoo
 from tests.onnx_crafted import matmul_model, plain_onnx
 from tests.stack import private_stack
 
@@ -88,21 +85,15 @@ def test_onnx_outputs_match_onnx_runtime_on_the_same_file(
 def test_a_zoo_safetensors_model_runs_in_torch(
     client: TestClient, auth: dict[str, str], digits: DigitsFiles, tmp_path: Path
 ) -> None:
-    torch.manual_seed(0)
-    model = build_student("mlp", SPEC["params"], (64,), 10)
-    weights = tmp_path / "zoo.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    zoo = upload(client, auth, "models", weights, name="zoo", spec=json.dumps(SPEC))
-    assert zoo["status"] == "ready", zoo["error"]
+    model, zoo = upload_zoo(client, auth, tmp_path, "zoo")
 
     x = rows(digits)
     response = predict(client, auth, zoo["id"], inputs=x.tolist())
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["format"] == "safetensors"  # the model has no onnx file
-    reference, _ = load_student(weights, spec=SPEC)
     with torch.no_grad():
-        expected = reference(torch.from_numpy(x)).numpy()
+        expected = model.eval()(torch.from_numpy(x)).numpy()
     assert float(np.abs(np.array(body["outputs"]) - expected).max()) <= 1e-4
     assert body["predictions"] == expected.argmax(1).tolist()
 

@@ -21,15 +21,24 @@ pytestmark = pytest.mark.usefixtures("worker")
 SPEC = {"architecture": "mlp", "params": {"hidden": [24]}, "input_shape": [64], "num_classes": 10}
 
 
+def upload_zoo(
+    client: TestClient, auth: dict[str, str], tmp_path: Path, name: str
+) -> tuple[torch.nn.Module, dict]:
+    """A seeded zoo mlp saved as plain safetensors (no spec inside), uploaded with its spec
+    as a form field: (the model, its row once inspected)."""
+    torch.manual_seed(0)
+    model = build_student("mlp", SPEC["params"], (64,), 10)
+    weights = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    row = upload(client, auth, "models", weights, name=name, spec=json.dumps(SPEC))
+    assert row["status"] == "ready", row["error"]
+    return model, row
+
+
 def test_spec_from_a_form_field_loads_as_teacher_and_student(
     client: TestClient, auth: dict[str, str], digits: DigitsFiles, tmp_path: Path
 ) -> None:
-    torch.manual_seed(0)
-    model = build_student("mlp", SPEC["params"], (64,), 10)
-    weights = tmp_path / "plain.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    zoo = upload(client, auth, "models", weights, name="plain", spec=json.dumps(SPEC))
-    assert zoo["status"] == "ready", zoo["error"]
+    model, zoo = upload_zoo(client, auth, tmp_path, "plain")
 
     ids = {**upload_digits(client, auth, digits), "teacher": zoo}
     body = job_body(

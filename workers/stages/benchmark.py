@@ -45,25 +45,26 @@ class _Bench:
         self.threads = ctx.settings.benchmark_threads
         self.seconds = ctx.settings.benchmark_seconds
 
+    @property
+    def options(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "threads": self.threads,
+            "device": self.ctx.device,
+            "seconds": self.seconds,
+        }
+
     def onnx(self, model: bytes | Path) -> Measurement:
-        return measure_onnx(
-            model,
-            self.sample,
-            batch=self.batch,
-            threads=self.threads,
-            device=self.ctx.device,
-            seconds=self.seconds,
-        )
+        return measure_onnx(model, self.sample, **self.options)
+
+    def zoo(self, metrics: dict[str, float], params: int, onnx_key: str, model: nn.Module) -> Entry:
+        """A model of the zoo: its exported ONNX file in ONNX Runtime, and itself in eager."""
+        store = self.ctx.store
+        onnx_figures = self.onnx(store.local_path(onnx_key))
+        return Entry(metrics, params, store.size(onnx_key), onnx_figures, self.eager(model))
 
     def eager(self, model: nn.Module) -> Measurement:
-        return measure_torch(
-            model,
-            self.sample,
-            batch=self.batch,
-            threads=self.threads,
-            device=self.ctx.device,
-            seconds=self.seconds,
-        )
+        return measure_torch(model, self.sample, **self.options)
 
 
 def _teacher(ctx: WorkerContext, bench: _Bench, row: Model) -> tuple[Measurement | None, ...]:
@@ -104,23 +105,13 @@ def run_benchmark(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRe
             teacher_ort,
             teacher_eager,
         ),
-        "student": Entry(
-            evaluated["student"],
-            params,
-            store.size(exported["onnx"]),
-            bench.onnx(store.local_path(exported["onnx"])),
-            bench.eager(student),
-        ),
+        "student": bench.zoo(evaluated["student"], params, exported["onnx"], student),
     }
     check.raise_if_stopped()
     if exported.get("baseline_onnx") and evaluated.get("baseline") is not None:
         baseline, _ = load_weights(ctx, trained["baseline"]["weights"])
-        entries["baseline"] = Entry(
-            evaluated["baseline"],
-            params,
-            store.size(exported["baseline_onnx"]),
-            bench.onnx(store.local_path(exported["baseline_onnx"])),
-            bench.eager(baseline),
+        entries["baseline"] = bench.zoo(
+            evaluated["baseline"], params, exported["baseline_onnx"], baseline
         )
         check.raise_if_stopped()
     int8 = exported["int8"]
