@@ -1,5 +1,5 @@
 """Teacher inference through the service vs raw ONNX Runtime: same model, batch and thread
-count, one run each after a warm-up. Target: the service at 0.9x raw or better.
+count, one run each after a warm-up run of each. Target: the service at 0.9x raw or better.
 
     .venv/bin/python bench/teacher_inference.py [--samples 150000] [--threads N] [--repeats 1]
 
@@ -19,7 +19,8 @@ are dominated by the model as a real teacher's are. Data: --samples rows of 64 f
 
 --threads N pins ORT's intra-op threads for both; without it both get onnxruntime's default
 (one per core), which is what the worker runs with. Prints samples/s for both, the ratio
-(a)/(b) and where (a)'s time went.
+(a)/(b) (of the medians and per run), the predict step alone against (b), and where
+(a)'s time went.
 """
 
 from __future__ import annotations
@@ -130,36 +131,31 @@ def main() -> None:
         model, data = build_files(folder, args.samples)
         store = ArtifactStore(f"file://{folder}/artifacts")
         x, _ = load_npz(data)
-        warm = folder / "warm.npz"
-        np.savez(warm, x=x[: 4 * BATCH])
-        service(model, warm, store, args.threads)  # warm-up: page cache, allocator, code
-        raw(model, x[: 4 * BATCH], args.threads)
-
-        a_rates, b_rates, steps = [], [], []
+        service(model, data, store, args.threads)  # warm-up, not counted: page cache,
+        raw(model, x, args.threads)  # allocator, first-call code paths
+        runs: list[tuple[dict[str, float], float]] = []  # ((a)'s steps, (b)'s seconds)
         for _ in range(args.repeats):  # interleaved, so a busy moment hits both
-            step = service(model, data, store, args.threads)
-            steps.append(step)
-            a_rates.append(args.samples / sum(step.values()))
-            b_rates.append(args.samples / raw(model, x, args.threads))
-    a, b = statistics.median(a_rates), statistics.median(b_rates)
+            runs.append((service(model, data, store, args.threads), raw(model, x, args.threads)))
+    n = args.samples
+    a = [n / sum(steps.values()) for steps, _ in runs]  # samples/s, a run each
+    p = [n / steps["predict"] for steps, _ in runs]
+    b = [n / seconds for _, seconds in runs]
     threads = args.threads or f"onnxruntime's default ({os.cpu_count()} cores)"
     print(
-        f"{args.samples:,} samples, batch {BATCH}, chunk {CHUNK}, threads {threads}, "
-        f"{args.repeats} run(s), onnxruntime {ort.__version__}"
+        f"{n:,} samples, batch {BATCH}, chunk {CHUNK}, threads {threads}, {len(runs)} run(s), "
+        f"onnxruntime {ort.__version__}"
     )
-    print(f"(a) service  {a:12,.0f} samples/s")
-    print(f"(b) raw ORT  {b:12,.0f} samples/s")
+    print(f"(a) service      {statistics.median(a):10,.0f} samples/s")
+    print(f"(b) raw ORT      {statistics.median(b):10,.0f} samples/s")
+    print(f"(a)/(b)          {statistics.median(a) / statistics.median(b):10.3f}  (medians)")
+    print("(a)/(b) per run  " + ", ".join(f"{ai / bi:.3f}" for ai, bi in zip(a, b, strict=True)))
+    print("predict step/(b) " + ", ".join(f"{pi / bi:.3f}" for pi, bi in zip(p, b, strict=True)))
+    steps = runs[-1][0]
+    total = sum(steps.values())
     print(
-        f"(a)/(b)      {a / b:12.3f}"
-        + (
-            ""
-            if args.repeats == 1
-            else f"  (per run: {', '.join(f'{p / q:.3f}' for p, q in zip(a_rates, b_rates, strict=True))})"
-        )
+        "(a) last run:    "
+        + ", ".join(f"{k} {v:.3f} s ({v / total:.0%})" for k, v in steps.items())
     )
-    last = steps[-1]
-    total = sum(last.values())
-    print("(a) last run: " + ", ".join(f"{k} {v:.3f} s ({v / total:.0%})" for k, v in last.items()))
 
 
 if __name__ == "__main__":
