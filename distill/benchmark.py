@@ -59,16 +59,19 @@ class Measurement:
         }
 
 
-def _check_args(sample: np.ndarray, batch: int, seconds: float, warmup: int) -> None:
+def _check_args(
+    sample: np.ndarray, batch: int, threads: int | None, seconds: float, warmup: int
+) -> None:
     if sample.ndim < 2 or len(sample) == 0:
         raise DistillError(
             f"Benchmark samples must be a non-empty array of rows (n, ...), got shape "
             f"{list(sample.shape)}; pass validation rows, not a single sample."
         )
-    if batch < 1 or seconds <= 0 or warmup < 0:
+    if batch < 1 or (threads is not None and threads < 1) or seconds <= 0 or warmup < 0:
         raise DistillError(
-            f"A benchmark needs batch >= 1, seconds > 0 and warmup >= 0, got batch={batch}, "
-            f"seconds={seconds}, warmup={warmup}."
+            f"A benchmark needs batch >= 1, threads >= 1 (or None), seconds > 0 and "
+            f"warmup >= 0, got batch={batch}, threads={threads}, seconds={seconds}, "
+            f"warmup={warmup}."
         )
 
 
@@ -108,7 +111,7 @@ def _measure(
     return Measurement(
         p50_ms=float(p50),
         p95_ms=float(p95),
-        samples_per_s=batch * len(throughput) / (throughput.sum() / 1e9),
+        samples_per_s=float(batch * len(throughput) / (throughput.sum() / 1e9)),
         batch=batch,
         runs=len(latency),
         latency_batch=latency_batch,
@@ -160,11 +163,12 @@ def measure_onnx(
     per row). A model with a fixed batch dim runs at that batch for both figures, which the
     returned `batch` and `latency_batch` report. On CUDA a call includes copying its input
     to the GPU and the output back, as a served model's calls do."""
-    _check_args(sample, batch, seconds, warmup)
+    sample = np.asarray(sample)
+    _check_args(sample, batch, threads, seconds, warmup)
     data = model if isinstance(model, bytes) else read_onnx(model)[0]
     session = make_session(data, device, threads)
     name, shape, dtype = check_io(session)
-    x: np.ndarray = fit_samples(np.asarray(sample), shape[1:], "model").astype(dtype)  # (n, ...)
+    x: np.ndarray = fit_samples(sample, shape[1:], "model").astype(dtype)  # (n, ...)
     fixed = shape[0]  # None: a dynamic batch dim
     batch, latency_batch = fixed or batch, fixed or 1
     singles = [_rows(x[i:], latency_batch) for i in range(min(len(x), MAX_DISTINCT))]
@@ -205,7 +209,8 @@ def measure_torch(
     The model is moved to `device` and put in eval mode (its train flag is restored after);
     `threads` sets torch's intra-op threads for the measurement only. On CUDA every call
     waits for the GPU before the clock is read, so a figure is compute, not a kernel launch."""
-    _check_args(sample, batch, seconds, warmup)
+    sample = np.asarray(sample)
+    _check_args(sample, batch, threads, seconds, warmup)
     was_training = model.training
     model = model.to(device)
     # A torch.export program's module has no train/eval switch (it was exported in one mode).
