@@ -27,11 +27,13 @@ pytestmark = pytest.mark.skipif(
     reason="needs PostgreSQL's initdb and pg_ctl",
 )
 BLIP_S = 5.0
-# Small batches and enough epochs (about 10 s of training on an idle 2-core machine) that
-# the blip lands mid-training; were the epochs to end during it, the stage would still wait
-# (retrying) to record them and finish, so only the "still training" check needs the time.
+# Each epoch is held open 0.4 s (a failpoint), so training lasts over 12 s however fast
+# the machine is and the blip lands mid-training; were the epochs to end during it, the
+# stage would still wait (retrying) to record them and finish, so only the "still
+# training" check needs the time.
 EPOCHS = 30
-BATCH = 8
+BATCH = 32
+EPOCH_PAUSE = "blip:epoch=0.4"
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def test_a_running_job_rides_out_a_database_blip(
             "heartbeat_timeout_s": 30.0,
         }
     )
-    worker = spawn_worker("cpu", on_private)
+    worker = spawn_worker("cpu", on_private, STILLHOUSE_FAILPOINTS=EPOCH_PAUSE)
     auth = new_tenant(on_private)
     with TestClient(create_app(on_private)) as api:
         ids = upload_digits(api, auth, digits)
