@@ -62,6 +62,7 @@ from distill.loop import EpochMetrics, TrainConfig, make_optimizer, train  # noq
 from distill.losses import build_loss  # noqa: E402
 from distill.students import build_student  # noqa: E402
 from distill.teachers import OnnxTeacher  # noqa: E402
+from examples.digits import export_teacher  # noqa: E402
 
 BATCH, LR, FEATURES, CLASSES, WIDTH = 256, 3e-3, 64, 10, 2048
 LOSS = [{"name": "kd", "weight": 0.9, "temperature": 4.0}, {"name": "ce", "weight": 0.1}]
@@ -91,17 +92,7 @@ def make_teacher(folder: Path, ort_threads: int) -> OnnxTeacher:
         torch.nn.Linear(WIDTH, CLASSES),
     ).eval()
     path = folder / "teacher.onnx"
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, FEATURES),),
-        str(path),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
+    export_teacher(net, FEATURES, path)
     teacher = OnnxTeacher(path)
     if ort_threads > 0:  # the same model in a session with a fixed thread count
         options = ort.SessionOptions()

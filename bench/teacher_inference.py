@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.storage import ArtifactStore  # noqa: E402
 from distill.data import load_npz  # noqa: E402
 from distill.teachers import OnnxTeacher  # noqa: E402
+from examples.digits import export_teacher  # noqa: E402
 from workers.stages.inputs import save_logits  # noqa: E402
 from workers.stages.teacher import CHUNK, _predict  # noqa: E402
 
@@ -69,19 +69,7 @@ def build_files(folder: Path, samples: int) -> tuple[Path, Path]:
         torch.nn.Linear(1024, 10),
     ).eval()
     model = folder / "teacher.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
-        torch.onnx.export(
-            teacher,
-            (torch.zeros(2, 64),),
-            str(model),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    export_teacher(teacher, 64, model)
     data = folder / "transfer.npz"
     x = np.random.default_rng(0).random((samples, 64), dtype=np.float32)  # (N, 64)
     np.savez(data, x=x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,28 @@ class DigitsFiles:
     val_npz: Path
     transfer_npz: Path
     teacher_val_accuracy: float
+
+
+def export_teacher(net: Any, features: int, path: Path) -> None:
+    """A flat-input classifier as one self-contained ONNX file (input "input", output
+    "logits", a dynamic batch dim): what a user uploads as a teacher."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
+        torch.onnx.export(
+            net,
+            (torch.zeros(2, features),),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            external_data=False,  # one self-contained file to upload
+            verbose=False,
+        )
 
 
 def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
@@ -61,17 +84,7 @@ def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
         transfer_npz=folder / "transfer.npz",
         teacher_val_accuracy=float(accuracy),
     )
-    torch.onnx.export(
-        teacher,
-        (torch.zeros(1, 64),),
-        str(files.teacher_onnx),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        dynamo=True,
-        external_data=False,  # one self-contained file to upload
-        verbose=False,
-    )
+    export_teacher(teacher, 64, files.teacher_onnx)
     np.savez(files.train_npz, x=x[labeled], y=y[labeled])
     np.savez(files.val_npz, x=x[val], y=y[val])
     np.savez(files.transfer_npz, x=x[unlabeled])
