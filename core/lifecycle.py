@@ -329,11 +329,13 @@ def complete(
     summary: dict[str, Any] | None = None,
     warning: str | None = None,
 ) -> Message | JobStatus:
-    """Finish the held stage. Queue the next stage (returning its message, to send
-    after commit), or finish the job; a cancel asked for meanwhile wins. `warning`
-    (the next stage's pool has no live worker) is added to the job's warnings."""
+    """Finish the held stage. Queue the next stage (returning its message, to send after
+    commit) with the `warning` its placement raised, or finish the job; a cancel wins."""
     fence(session, claim)
-    if session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id)):
+    job = session.execute(
+        select(Job.cancel_requested, Job.warnings).where(Job.id == claim.job_id)
+    ).one()
+    if job.cancel_requested:
         end_job(session, claim.job_id, JobStatus.CANCELLED)
         return JobStatus.CANCELLED
     now = utcnow()
@@ -344,8 +346,6 @@ def complete(
     )
     following = next_stage(claim.spec, claim.stage)
     if following is not None:
-        if warning is not None:
-            add_warning(session, claim.job_id, warning)
         assert next_pool is not None, "a stage with a successor needs the successor's pool"
         session.execute(
             update(JobStage)
@@ -356,12 +356,14 @@ def complete(
             )
             .values(status=StageStatus.QUEUED.value, pool=next_pool, queued_at=now)
         )
+        warnings = list(job.warnings or [])
         lock_job(
             session,
             claim.job_id,
             status=JobStatus.QUEUED.value,
             stage=following.name.value,
             progress=following.progress[0],
+            warnings=warnings + [warning] if warning and warning not in warnings else warnings,
         )
         return stage_message(claim.job_id, following.name.value, next_pool)
     values: dict[str, Any] = {"progress": 1.0, "summary": summary}
@@ -371,13 +373,6 @@ def complete(
         values["student_model_id"] = student.id
     end_job(session, claim.job_id, JobStatus.SUCCEEDED, **values)
     return JobStatus.SUCCEEDED
-
-
-def add_warning(session: Session, job_id: str, warning: str) -> None:
-    """Append a sentence to the job's warnings, once (call with the job row locked)."""
-    warnings = session.scalar(select(Job.warnings).where(Job.id == job_id)) or []
-    if warning not in warnings:
-        session.execute(update(Job).where(Job.id == job_id).values(warnings=[*warnings, warning]))
 
 
 def cancel(session: Session, claim: Claim) -> None:

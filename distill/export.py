@@ -17,7 +17,7 @@ from torch import nn
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
 from distill.students import build_student
-from distill.teachers import ModelInfo, check_io, fit_samples, make_session
+from distill.teachers import ModelInfo, check_io, fit_samples, make_session, padded_batches
 
 SPEC_KEY = "stillhouse_spec"
 SPEC_FIELDS = ("architecture", "params", "input_shape", "num_classes")
@@ -171,15 +171,10 @@ def parity_max_abs_diff(
     session = make_session(read_onnx(onnx_path)[0], "cpu")
     name, shape, dtype = check_io(session)
     rows = fit_samples(np.asarray(x), shape[1:], "model")  # (N, ...)
-    fixed = shape[0]  # a fixed-batch model runs whole batches, the last one zero-padded
-    step = fixed or batch_size
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
     worst = 0.0
     with torch.inference_mode():
-        for start in range(0, len(rows), step):
-            xb = np.ascontiguousarray(rows[start : start + step], dtype=np.float32)  # (b, ...)
-            n = len(xb)
-            if fixed is not None and n < fixed:
-                xb = np.concatenate([xb, np.zeros((fixed - n, *xb.shape[1:]), np.float32)])
+        for xb, n in padded_batches(rows, shape[0], batch_size):  # (b, ...), n real rows
             expected = model(torch.from_numpy(xb)).numpy()[:n]  # (n, C)
             try:
                 got, *_ = session.run(None, {name: xb.astype(dtype, copy=False)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,6 +143,21 @@ def fit_samples(x: np.ndarray, feature: list[int | None], owner: str) -> np.ndar
     return x.reshape(len(x), *feature)
 
 
+def padded_batches(
+    x: np.ndarray, fixed: int | None, batch_size: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    """(batch, rows of x in it) over x (N, ...), `batch_size` rows at a time. A model with
+    a fixed batch dim needs full batches: it gets batches of its own size, the last one
+    padded with zeros; the caller keeps the first n rows of each output."""
+    step = fixed or batch_size
+    for start in range(0, len(x), step):
+        batch = x[start : start + step]  # (b, ...)
+        n = len(batch)
+        if fixed is not None and n < fixed:
+            batch = np.concatenate([batch, np.zeros((fixed - n, *batch.shape[1:]), batch.dtype)])
+        yield batch, n
+
+
 class OnnxTeacher:
     """An ONNX model whose first output is the logits (N, C)."""
 
@@ -179,16 +195,8 @@ class OnnxTeacher:
         if len(x) == 0:
             raise DistillError("There are no samples to run the teacher on; upload a data set.")
         x = fit_samples(np.asarray(x, dtype=np.float32), self.input_shape[1:], "teacher")
-        fixed = self.input_shape[0]
-        step = fixed or batch_size
         chunks: list[np.ndarray] = []
-        for start in range(0, len(x), step):
-            batch = x[start : start + step]  # (b, ...)
-            n = len(batch)
-            if fixed is not None and n < fixed:
-                # A fixed-batch model needs full batches: pad with zeros, drop the padded rows.
-                pad = np.zeros((fixed - n, *batch.shape[1:]), dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
+        for batch, n in padded_batches(x, self.input_shape[0], batch_size):
             out = self.run_raw(batch)[:n]  # (n, C, ...)
             chunks.append(out.reshape(n, -1))
         logits = np.concatenate(chunks).astype(np.float32, copy=False)  # (N, C)

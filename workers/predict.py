@@ -29,7 +29,7 @@ from core.queues import TaskName
 from core.replies import INTERNAL, INVALID_INPUT, Record, ReplyChannel, reply_channel
 from distill.errors import DistillError
 from distill.export import load_student
-from distill.teachers import OnnxTeacher
+from distill.teachers import OnnxTeacher, padded_batches
 from workers.context import WorkerContext, context
 from workers.task import stillhouse_task
 
@@ -55,16 +55,8 @@ class OnnxRunner:
         fixed = self.teacher.input_shape[0]
         if fixed is None:
             return self.teacher.run_raw(x)
-        # A fixed-batch model takes full batches only: pad the last one, drop the padding.
-        chunks = []
-        for start in range(0, len(x), fixed):
-            batch = x[start : start + fixed]
-            n = len(batch)
-            if n < fixed:
-                pad = np.zeros((fixed - n, *batch.shape[1:]), dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
-            chunks.append(self.teacher.run_raw(batch)[:n])
-        return np.concatenate(chunks)
+        batches = padded_batches(x, fixed, fixed)
+        return np.concatenate([self.teacher.run_raw(batch)[:n] for batch, n in batches])
 
 
 class TorchRunner:

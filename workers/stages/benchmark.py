@@ -24,11 +24,11 @@ from distill.onnx_safety import read_onnx
 from distill.programs import load_program
 from workers.context import WorkerContext
 from workers.jobs import StopCheck
-from workers.stages.inputs import load_inputs, load_weights, split_data
+from workers.stages.inputs import JobInputs, load_arrays, load_inputs, load_weights
 from workers.stages.report import Entry, build_report
 from workers.stages.result import StageResult
 
-# Rows of the validation set the runs feed the models (tiled up to the batch size).
+# Real rows the runs feed the models (tiled up to the batch size).
 SAMPLE_ROWS = 256
 
 
@@ -67,6 +67,14 @@ class _Bench:
         return measure_torch(model, self.sample, **self.options)
 
 
+def _sample_rows(ctx: WorkerContext, inputs: JobInputs) -> np.ndarray:
+    """Rows of the validation set, else of the train set: only their shape and values
+    matter to a timing, so no split and no teacher logits are loaded for them."""
+    datasets = inputs.datasets
+    x, _ = load_arrays(ctx.store, datasets.get("val_dataset_id") or datasets["train_dataset_id"])
+    return x[:SAMPLE_ROWS]
+
+
 def _teacher(ctx: WorkerContext, bench: _Bench, row: Model) -> tuple[Measurement | None, ...]:
     """(ONNX Runtime, torch eager) figures for the teacher, None where a runtime cannot
     run its format: an ONNX file has no eager form, a torch program no ONNX one."""
@@ -89,8 +97,7 @@ def run_benchmark(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRe
     evaluated = claim.inputs[Stage.EVALUATION.value]
     exported = claim.inputs[Stage.EXPORT.value]
     inputs = load_inputs(ctx, claim.spec)
-    data = split_data(ctx, claim, inputs)
-    bench = _Bench(ctx, data.x_val[:SAMPLE_ROWS], inputs.spec.benchmark.batch_size)
+    bench = _Bench(ctx, _sample_rows(ctx, inputs), inputs.spec.benchmark.batch_size)
     store = ctx.store
 
     teacher_ort, teacher_eager = _teacher(ctx, bench, inputs.teacher)
