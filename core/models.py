@@ -102,6 +102,9 @@ class Model(Upload, Base):
     output_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     num_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     source_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # ONNX models: the graph's named intermediate tensors, [{"name", "shape"}], that a
+    # feature-level loss may ask the teacher for (shape without the batch dim; None if unknown).
+    tensors: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_models_tenant_created", "tenant_id", "created_at", "id"),)
 
@@ -113,6 +116,12 @@ class Dataset(Upload, Base):
     sample_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     num_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     labeled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # What the upload said about reading the file: {"label_column"} for CSV / Parquet,
+    # {"image_size": [H, W]} for an image-folder zip; None for .npz.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Set by inspection: the artifact keys of the canonical arrays every stage reads,
+    # memory-mapped, {"x": key, "y": key | None, "x_dtype": "float32" | "int64"}.
+    arrays: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_datasets_tenant_created", "tenant_id", "created_at", "id"),)
 
