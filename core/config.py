@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # ONNX Runtime's and torch's threads in the benchmark (None: the runtimes' own default,
     # every core), recorded in the report beside the figures.
     benchmark_threads: int | None = Field(default=None, ge=1, le=1024)
+    # torch's intra-op threads while a job trains (None: torch's default, every core). CPU
+    # results depend on it (a parallel sum splits by thread count), so workers that must give
+    # the same metrics for the same job share one value; the job's summary records it.
+    training_threads: int | None = Field(default=None, ge=1, le=1024)
     # How long POST /v1/models/{id}/predict waits for a worker when the request names no
     # `timeout_s`: a worker runs one task at a time, so a predict queued behind a training
     # stage waits for it; past this the client gets a 504 instead of a hung connection.

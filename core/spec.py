@@ -83,6 +83,16 @@ class LossTermSpec(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+class EarlyStoppingSpec(BaseModel):
+    """Stop after `patience` epochs in a row whose validation `metric` did not improve by more
+    than `min_delta` (accuracy and agreement rise, kl falls)."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: Literal["accuracy", "agreement", "kl"] = "accuracy"
+    patience: int = Field(default=3, ge=1, le=10_000)
+    min_delta: float = Field(default=0.0, ge=0.0, le=1e6, allow_inf_nan=False)
+
+
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: int = Field(default=20, ge=1, le=10_000)
@@ -92,10 +102,41 @@ class TrainingSpec(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     # Stepped once per epoch; "cosine" anneals lr to 0 over the run.
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Epochs of linear warm-up before the schedule: epoch e <= W trains at lr * e / (W + 1).
+    warmup_epochs: int = Field(default=0, ge=0, le=10_000)
+    # The validation figure that picks the epoch whose weights are exported and reported:
+    # "accuracy" (falls back to "agreement" when the validation set has no labels) or
+    # "agreement" with the teacher. The report also gives the last epoch's figures.
+    select: Literal["accuracy", "agreement"] = "accuracy"
+    early_stopping: EarlyStoppingSpec | None = None
+    # The `ce` term's class weights, for the student and the baseline: "balanced" gives class c
+    # n / (C * n_c) from the training labels; a list gives one weight per class.
+    class_weights: Literal["balanced"] | list[float] | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     # Std of Gaussian noise added to each training batch's inputs (drawn from the seed);
     # more than 0 needs teacher_outputs "online" (JobCreate refuses it with cached logits).
     augment_noise: float = Field(default=0.0, ge=0.0, le=10.0, allow_inf_nan=False)
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not 1 <= len(value) <= 100_000:
+                raise ValueError("class_weights needs one weight per class (1 to 100000)")
+            if any(not math.isfinite(w) or w < 0 for w in value):
+                raise ValueError("each class weight must be a finite number >= 0")
+            if not any(w > 0 for w in value):
+                raise ValueError("all class weights are 0; give at least one class a weight > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _warmup(self) -> TrainingSpec:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs}); "
+                "shorten the warm-up or train for more epochs"
+            )
+        return self
 
 
 class PlacementSpec(BaseModel):
@@ -171,6 +212,14 @@ class JobCreate(BaseModel):
                 "augment_noise to 0"
             )
         return self
+
+    @property
+    def task(self) -> str:
+        """ "regression" when `mse_logits` is the job's only loss term with a weight above 0:
+        the teacher's outputs are then matched as values, and the report scores the student's
+        outputs against them by MSE and R^2; "classification" otherwise."""
+        active = {t.name for t in self.losses if t.weight > 0}
+        return "regression" if active == {"mse_logits"} else "classification"
 
     @property
     def needs_labels(self) -> bool:

@@ -32,6 +32,10 @@ class TrainState:
     scheduler: dict[str, Any] | None  # lr_scheduler.state_dict(); None for a constant LR
     rng: dict[str, Any]  # {"cpu": ByteTensor, "cuda": [ByteTensor, ...] when CUDA is in use}
     best: dict[str, Any] | None  # {"epoch": int, "metric": str, "value": float}
+    # The best epoch's weights (CPU copies) when the run selects them; None otherwise.
+    best_model: dict[str, torch.Tensor] | None = None
+    # Early stopping's {"best": float | None, "epoch": int | None, "bad_epochs": int}.
+    early_stop: dict[str, Any] | None = None
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -74,6 +78,9 @@ def snapshot(
     epoch: int,
     step: int,
     best: dict[str, Any] | None,
+    *,
+    best_model: dict[str, torch.Tensor] | None = None,
+    early_stop: dict[str, Any] | None = None,
 ) -> TrainState:
     """The training state now, copied so that later training leaves it unchanged.
 
@@ -88,6 +95,8 @@ def snapshot(
         scheduler=_to_cpu(scheduler.state_dict()) if scheduler is not None else None,
         rng=_to_cpu(rng_state()),
         best=dict(best) if best is not None else None,
+        best_model=_to_cpu(best_model) if best_model is not None else None,
+        early_stop=dict(early_stop) if early_stop is not None else None,
     )
 
 
@@ -261,7 +270,9 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
             f"{CHECKPOINT_FORMAT}; it was written by another program or version, start the "
             "training again."
         )
-    missing = [f.name for f in fields(TrainState) if f.name not in raw]
+    # best_model and early_stop came later: a file without them resumes without them.
+    optional = {"best_model", "early_stop"}
+    missing = [f.name for f in fields(TrainState) if f.name not in raw and f.name not in optional]
     if missing:
         raise DistillError(
             f"The checkpoint has no {missing[0]!r} entry; the file is damaged, start the "
@@ -290,4 +301,34 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
         scheduler=raw["scheduler"],
         rng=raw["rng"],
         best=_check_best(raw["best"]),
+        best_model=_check_best_model(raw.get("best_model")),
+        early_stop=_check_early_stop(raw.get("early_stop")),
     )
+
+
+def _check_best_model(value: Any) -> dict[str, torch.Tensor] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, torch.Tensor) for v in value.values()):
+        raise DistillError(
+            "The checkpoint's best-epoch weights are not a state dict; the file is damaged, "
+            "start the training again."
+        )
+    return value
+
+
+def _check_early_stop(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"best", "epoch", "bad_epochs"}
+        or not isinstance(value["bad_epochs"], int)
+        or value["bad_epochs"] < 0
+        or not (value["best"] is None or isinstance(value["best"], float))
+    ):
+        raise DistillError(
+            f"The checkpoint's early-stopping record {value!r} is not "
+            "{'best', 'epoch', 'bad_epochs'}; the file is damaged, start the training again."
+        )
+    return value

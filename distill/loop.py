@@ -27,11 +27,24 @@ from torch import nn
 
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
+from distill.class_weights import apply_class_weights, class_weights
 from distill.errors import DistillError
 from distill.losses import WeightedLoss
+from distill.schedule import LR_SCHEDULES, check_schedule
+from distill.schedule import make_scheduler as _schedule
+from distill.selection import (
+    EarlyStopping,
+    check_select,
+    copy_weights,
+    selection_metric,
+    stop_metric,
+    stop_reason,
+    update_best,
+    update_stop,
+)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
+__all__ = ["LR_SCHEDULES", "EarlyStopping", "TrainConfig", "TrainResult", "train"]
 
 # Train accuracy: keep each step's detached logits and take one argmax per epoch while the epoch's
 # logits fit in this many elements (128 MB in fp32); beyond it, one argmax kernel per step.
@@ -48,6 +61,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     lr_schedule: str = "constant"  # constant | cosine (to 0 over the epochs, stepped per epoch)
+    warmup_epochs: int = 0  # linear warm-up epochs before the schedule (distill.schedule)
+    # The best validation epoch's weights end in the model (distill.selection): "accuracy"
+    # (falls back to "agreement" without val labels) | "agreement"; None keeps the last epoch's.
+    select: str | None = None
+    early_stopping: EarlyStopping | None = None
+    # The `ce` term's class weights: None | "balanced" | one weight per class
+    # (distill.class_weights); train() sets them on the loss from the training labels.
+    class_weights: str | tuple[float, ...] | None = None
     # Std of the Gaussian noise added to each training batch's inputs; drawn from a generator
     # seeded by (seed, epoch), so a resumed run draws the same noise. Validation stays clean.
     augment_noise: float = 0.0
@@ -75,11 +96,10 @@ class TrainConfig:
             raise DistillError(
                 f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}."
             )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise DistillError(
-                f"Unknown lr_schedule {self.lr_schedule!r}; valid schedules are: "
-                f"{', '.join(LR_SCHEDULES)}."
-            )
+        check_schedule(self.lr_schedule, self.warmup_epochs, self.epochs)
+        check_select(self.select)
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise DistillError("early_stopping must be an EarlyStopping(metric, patience, ...).")
         if (
             isinstance(self.augment_noise, bool)
             or not isinstance(self.augment_noise, int | float)
@@ -111,6 +131,11 @@ class TrainResult:
     history: list[EpochMetrics]  # the epochs run by this call only
     resumed_from_epoch: int = 0  # the checkpoint's epoch count; 0 when not resumed
     best: dict[str, Any] | None = None  # {"epoch", "metric", "value"}; None without validation
+    # The epoch whose weights the model holds when config.select kept them: {"epoch", "by"}
+    # with by "accuracy" | "agreement"; None: the model holds the last epoch's weights.
+    selected: dict[str, Any] | None = None
+    # Set when early stopping ended the run: {"epoch", "metric", "reason"}.
+    early_stopped: dict[str, Any] | None = None
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -140,12 +165,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """None for a constant LR. Cosine: epoch e (1-based) trains at
-    lr_e = lr * (1 + cos(pi * (e - 1) / epochs)) / 2, i.e. CosineAnnealingLR(T_max=epochs)
-    stepped once per epoch; it decays smoothly with no tuning knob beyond the epoch count."""
-    if config.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    return None
+    """None for a constant LR without warm-up; else stepped once per epoch. Epoch e (1-based)
+    trains at lr * f(e): e / (W + 1) during the W warm-up epochs, then 1 (constant) or
+    (1 + cos(pi * (e - 1 - W) / (epochs - W))) / 2 (cosine); see distill.schedule."""
+    return _schedule(optimizer, config.epochs, config.warmup_epochs, config.lr_schedule)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -159,25 +182,6 @@ def noise_seed(seed: int, epoch: int) -> int:
     """The augmentation-noise seed of one epoch: like epoch_seed, a function of (seed, epoch)
     alone, so a resumed run needs no generator state; a third word keeps it off the order's."""
     return int(np.random.SeedSequence([seed % 2**64, epoch, 1]).generate_state(1)[0])
-
-
-def _update_best(
-    best: dict[str, Any] | None, epoch: int, values: dict[str, float]
-) -> dict[str, Any] | None:
-    """Best-so-far from the epoch's synced numbers: val_accuracy (higher is better), else
-    val_kl (lower is better). A tie keeps the earlier epoch; a NaN never wins."""
-    if "val_accuracy" in values:
-        metric, sign = "val_accuracy", 1.0
-    elif "val_kl" in values:
-        metric, sign = "val_kl", -1.0
-    else:
-        return best
-    value = values[metric]
-    if not math.isfinite(value):
-        return best
-    if best is None or best["metric"] != metric or sign * (value - best["value"]) > 0:
-        return {"epoch": epoch, "metric": metric, "value": value}
-    return best
 
 
 def _to_device(
@@ -251,6 +255,9 @@ def train(
         done = check_resume(resume, config.epochs)
         if done == config.epochs:  # nothing left to run; the student gets the final weights
             restore(resume, student)
+            selected = _selected(config, resume.best, resume.best_model is not None)
+            if selected is not None and resume.best_model is not None:
+                student.load_state_dict(resume.best_model)
             return TrainResult(
                 epochs_completed=done,
                 steps=resume.step,
@@ -258,6 +265,7 @@ def train(
                 history=[],
                 resumed_from_epoch=done,
                 best=resume.best,
+                selected=selected,
             )
     online = config.teacher if loss.needs_teacher else None
     if online is not None:
@@ -268,6 +276,7 @@ def train(
             "teacher logits describe the un-augmented inputs; pass TrainConfig(teacher=...)."
         )
     width = validate_inputs(student, x, y, teacher_logits, loss, val, device, teacher=online)
+    apply_class_weights(loss, class_weights(config.class_weights, y, width), device)
     torch.manual_seed(config.seed)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast: Callable[[], contextlib.AbstractContextManager] = (
@@ -292,6 +301,17 @@ def train(
             _to_device(yv, torch.int64, device) if has_labels else None,  # (M,)
             _to_device(tv, torch.float32, device),
         )  # (M, C)
+    val_labels = val_t is not None and val_t[1] is not None
+    val_teacher = val_t is not None and val_t[2] is not None
+    chosen_by = selection_metric(config.select, val_labels, val_teacher)  # a val_* key or None
+    keep_best = config.select is not None and chosen_by is not None
+    rule = config.early_stopping
+    if rule is not None and val_t is None:
+        raise DistillError(
+            "early_stopping watches a validation metric but there is no validation set; give "
+            "one or drop early_stopping."
+        )
+    watched = stop_metric(rule, val_labels, val_teacher) if rule is not None else ""
     n, bs = len(X), config.batch_size
     optimizer = make_optimizer(student, config)
     scheduler = make_scheduler(optimizer, config)
@@ -305,10 +325,15 @@ def train(
 
     history: list[EpochMetrics] = []
     step, best = 0, None
+    best_weights: dict[str, torch.Tensor] | None = None  # on the device, when keep_best
+    stop_state: dict[str, Any] | None = None  # distill.selection.update_stop
+    early_stopped: dict[str, Any] | None = None
     if resume is not None:
         # Last before the loop: the RNG state must be the one the next epoch started from.
         restore(resume, student, optimizer, scheduler)
-        step, best = resume.step, resume.best
+        step, best, stop_state = resume.step, resume.best, resume.early_stop
+        if keep_best and resume.best_model is not None:
+            best_weights = {k: v.to(device, copy=True) for k, v in resume.best_model.items()}
     last_checkpoint = started
     with loss.assume_all_labeled(labeled_total == n):
         for epoch in range(done + 1, config.epochs + 1):
@@ -374,17 +399,60 @@ def train(
             if Y is not None:
                 values["train_accuracy"] = rest.pop(0) / labeled_total
             values.update(zip(val_stats, rest, strict=True))
-            best = _update_best(best, epoch, values)
+            improved = update_best(best, chosen_by, epoch, values)
+            if keep_best and improved is not best:
+                best_weights = copy_weights(student)  # a device copy: no host sync
+            best = improved
+            if rule is not None:
+                stop_state = update_stop(stop_state, rule, watched, epoch, values)
+                if stop_state["bad_epochs"] >= rule.patience:
+                    reason = stop_reason(rule, watched, stop_state, epoch)
+                    early_stopped = {"epoch": epoch, "metric": watched, "reason": reason}
             metrics = EpochMetrics(epoch=epoch, step=step, values=values)
             history.append(metrics)
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
+            if early_stopped is not None:
+                break
             # One clock read per epoch; after the last epoch the caller saves the result instead.
             if (
                 on_checkpoint is not None
                 and epoch < config.epochs
                 and time.monotonic() - last_checkpoint >= checkpoint_every_s
             ):
-                on_checkpoint(snapshot(student, optimizer, scheduler, epoch, step, best))
+                on_checkpoint(
+                    snapshot(
+                        student,
+                        optimizer,
+                        scheduler,
+                        epoch,
+                        step,
+                        best,
+                        best_model=best_weights,
+                        early_stop=stop_state,
+                    )
+                )
                 last_checkpoint = time.monotonic()  # a slow save does not count as interval
-    return TrainResult(config.epochs, step, False, history, done, best)
+    selected = _selected(config, best, best_weights is not None)
+    if selected is not None and best_weights is not None:
+        student.load_state_dict(best_weights)
+    last = history[-1].epoch if history else done
+    return TrainResult(
+        last, step, False, history, done, best, selected=selected, early_stopped=early_stopped
+    )
+
+
+def _selected(
+    config: TrainConfig, best: dict[str, Any] | None, have_weights: bool
+) -> dict[str, Any] | None:
+    """{"epoch", "by"[, "note"]} for the weights train() leaves in the model, or None when
+    they are the last epoch's (no select, or no validation figure to select by)."""
+    if config.select is None or best is None or not have_weights:
+        return None
+    by = best["metric"].removeprefix("val_")
+    selected: dict[str, Any] = {"epoch": best["epoch"], "by": by}
+    if by != config.select:
+        selected["note"] = (
+            f"selected by {by} because the validation set has no labels for {config.select}"
+        )
+    return selected

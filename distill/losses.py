@@ -95,6 +95,16 @@ class CELoss(LossTerm):
     name = "ce"
     needs_labels = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Optional class weights w (C,) (distill.class_weights): the weighted mean
+        # sum_b w_{y_b} * l_b / sum_b w_{y_b} over labeled rows. A buffer, so .to() moves it.
+        self.class_weight: torch.Tensor | None
+        self.register_buffer("class_weight", None, persistent=False)
+
+    def set_class_weights(self, weights: torch.Tensor | None) -> None:
+        self.class_weight = None if weights is None else weights.float()
+
     def forward(
         self,
         student_logits: torch.Tensor,
@@ -102,6 +112,16 @@ class CELoss(LossTerm):
         labels: torch.Tensor | None,
     ) -> torch.Tensor:
         assert labels is not None, "ce needs labels"
+        w = self.class_weight
+        if w is not None:
+            if w.device != student_logits.device:
+                w = w.to(student_logits.device)
+            total = F.cross_entropy(
+                _f32(student_logits), labels, weight=w, ignore_index=-1, reduction="sum"
+            )
+            # Weight of each labeled row; a -1 row indexes w[0] but is masked to 0.
+            mass = (w[labels.clamp(min=0)] * (labels >= 0)).sum()
+            return total / mass.clamp(min=torch.finfo(torch.float32).tiny)
         if self.all_labeled:  # the common fully-labeled set: no mask, ~35 us/step cheaper on CPU
             return F.cross_entropy(_f32(student_logits), labels)
         # ignore_index drops the -1 rows from the sum; dividing by max(count, 1) instead of

@@ -117,6 +117,25 @@ class Timing(BaseModel):
     throughput: Throughput | None
 
 
+class SelectedEpoch(BaseModel):
+    epoch: int
+    by: str  # "accuracy" | "agreement"
+    note: str | None = None  # why not the job's `select`, when it fell back
+
+
+class LastEpoch(BaseModel):
+    epoch: int
+    accuracy: float | None
+    agreement: float | None
+    kl: float | None
+
+
+class EarlyStop(BaseModel):
+    epoch: int  # the last epoch run
+    metric: str  # the val_* figure watched
+    reason: str
+
+
 class ReportEntry(Timing):
     """One model's figures on the validation set and on the benchmark pool; null where a
     figure does not apply (the teacher's agreement with itself, accuracy without labels)."""
@@ -128,6 +147,18 @@ class ReportEntry(Timing):
     params: int | None
     bytes: int | None
     eager: Timing | None  # the same timings in torch eager; null for ONNX-only models
+    # Per class c: the share of its validation rows predicted c (null: no row of c).
+    per_class_accuracy: list[float | None] | None = None
+    num_classes: int | None = None
+    # A "regression" job's figures: the outputs against the teacher's.
+    mse_to_teacher: float | None = None
+    r2_to_teacher: float | None = None
+    # Student and baseline only: the epoch whose weights are scored here, the run's last
+    # epoch's validation figures, and why it stopped early when it did.
+    selected: SelectedEpoch | None = None
+    last_epoch: LastEpoch | None = None
+    early_stopped: EarlyStop | None = None
+    epochs_run: int | None = None
 
 
 class BenchmarkInfo(BaseModel):
@@ -163,4 +194,5 @@ class JobReport(BaseModel):
     export: ExportInfo
     quantization: QuantizationInfo
     teacher_outputs: str  # "cached" (offline KD) or "online"
+    task: str = "classification"  # "regression": mse_logits is the only loss term
     stages: list[TrainingStagePublic | StagePublic]

@@ -65,6 +65,17 @@ def _check_fit(body: JobCreate, teacher: Model, datasets: dict[str, Dataset]) ->
     if width is None:
         raise Unprocessable(f"Teacher '{teacher.id}' has no fixed output width to distill from.")
     _check_features(teacher, train, f"Teacher '{teacher.id}'", "the datasets hold")
+    weights = body.training.class_weights
+    if isinstance(weights, list) and len(weights) != width:
+        raise Unprocessable(
+            f"training.class_weights has {len(weights)} entries but teacher '{teacher.id}' "
+            f"outputs {width} classes; give one weight per class."
+        )
+    if weights is not None and not body.needs_labels and not body.baseline:
+        raise Unprocessable(
+            "training.class_weights weigh the 'ce' loss but the job has no 'ce' term with a "
+            "weight above 0 and no baseline; add one or drop class_weights."
+        )
     for field, dataset in datasets.items():
         if dataset.labeled and dataset.num_classes is not None and dataset.num_classes > width:
             raise Unprocessable(

@@ -138,6 +138,8 @@ def run_benchmark(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRe
         quantization={k: int8.get(k) for k in ("mode", "reason", "kept", "note")},
         # Jobs trained before the field existed used cached teacher outputs.
         teacher_outputs=trained.get("teacher_outputs", "cached"),
+        runs={"student": trained["student"], "baseline": trained.get("baseline")},
+        task=inputs.spec.task,
     )
     files = {
         "safetensors": _file_entry(ctx, trained["student"]["weights"]),
@@ -208,7 +210,12 @@ def _summary(
         "teacher_outputs": report["teacher_outputs"],
         "augment_noise": trained.get("augment_noise", 0.0),
         "best": trained["student"].get("best"),
+        "selected": trained["student"].get("selected"),
+        "last_epoch": trained["student"].get("last_epoch"),
+        "early_stopped": trained["student"].get("early_stopped"),
+        "task": report["task"],
         "resumed_from_epoch": trained["resumed_from_epoch"],
+        "torch_threads": trained.get("torch_threads"),
         "training_seconds": trained["training_seconds"],
         "compression_ratio": report["compression"],
         "speedup": report["speedup"],

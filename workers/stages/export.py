@@ -85,7 +85,10 @@ def _int8(
         failed = f"No int8 variant: quantization failed ({result.error})"
         return {**entry, "kept": False, "note": failed.rstrip(".") + "."}
     logits = _run(result.path, data.x_val)  # (M, C)
-    metrics = evaluate(logits, data.y_val, data.t_val)
+    # Scored like the student: as a regression when its metrics are (see core.spec task).
+    metrics = evaluate(
+        logits, data.y_val, data.t_val, regression="mse_to_teacher" in student_metrics
+    )
     entry["metrics"] = metrics
     entry["key"], _, _ = ctx.store.put_file(result.path)
     refused = int8_verdict(student_metrics, metrics, options.max_accuracy_drop)

@@ -29,8 +29,9 @@ from core.stages import BY_NAME, TRAINING_RUNS
 from distill.checkpoint import TrainState, load_checkpoint
 from distill.errors import DistillError
 from distill.export import load_student
-from distill.loop import EpochMetrics, TrainConfig, train
+from distill.loop import EpochMetrics, TrainConfig, TrainResult, train
 from distill.losses import build_loss
+from distill.selection import EarlyStopping
 from distill.students import build_student
 from workers.context import WorkerContext
 from workers.failpoints import epoch_pause
@@ -87,6 +88,20 @@ def _resume_point(ctx: WorkerContext, entry: dict[str, Any]) -> TrainState | Non
 
 
 def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
+    """Both runs with torch's intra-op threads pinned to settings.training_threads (restored
+    after): on CPU a job's metrics are then a function of the job and that count alone."""
+    before = torch.get_num_threads()
+    threads = ctx.settings.training_threads or before
+    torch.set_num_threads(threads)
+    try:
+        result = _run_training(ctx, claim, check)
+    finally:
+        torch.set_num_threads(before)
+    result.outputs["torch_threads"] = threads
+    return result
+
+
+def _run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:
     started = time.monotonic()
     inputs = load_inputs(ctx, claim.spec)
     spec, data = inputs.spec, split_data(ctx, claim, inputs)
@@ -99,6 +114,14 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
         optimizer=spec.training.optimizer,
         weight_decay=spec.training.weight_decay,
         lr_schedule=spec.training.lr_schedule,
+        warmup_epochs=spec.training.warmup_epochs,
+        select=spec.training.select,
+        early_stopping=(
+            EarlyStopping(**spec.training.early_stopping.model_dump())
+            if spec.training.early_stopping is not None
+            else None
+        ),
+        class_weights=(tuple(w) if isinstance(w := spec.training.class_weights, list) else w),
         seed=spec.training.seed,
         augment_noise=spec.training.augment_noise,
         device=ctx.device,
@@ -122,7 +145,8 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
             continue  # finished in an earlier attempt
         resume = _resume_point(ctx, checkpoints.get(run, {}))
         _begin_run(ctx, claim, run, resume.epoch if resume else 0)
-        run_config = config
+        # The baseline has no teacher term: it is picked by its own accuracy.
+        run_config = config if run == "student" else replace(config, select="accuracy")
         if run == "student" and spec.teacher_outputs == "online":
             run_config = replace(config, teacher=online_teacher(ctx, inputs.teacher))
 
@@ -140,9 +164,14 @@ def run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRes
     student = checkpoints["student"]
     return StageResult(
         outputs={
-            "student": {"weights": student["weights"], "best": student.get("best")},
+            "student": {"weights": student["weights"], **_selection(student)},
             "baseline": (
-                {"weights": checkpoints["baseline"]["weights"]} if "baseline" in runs else None
+                {
+                    "weights": checkpoints["baseline"]["weights"],
+                    **_selection(checkpoints["baseline"]),
+                }
+                if "baseline" in runs
+                else None
             ),
             "spec": model_spec,
             "train_samples": int(len(data.x)),
@@ -212,4 +241,29 @@ def _train_run(
         )
     if result.stopped_early:
         check.raise_if_stopped()
-    return {"epoch": config.epochs, "steps": result.steps, "best": result.best}
+    return {"epoch": config.epochs, "steps": result.steps, **_run_record(result)}
+
+
+def _run_record(result: TrainResult) -> dict[str, Any]:
+    """What a finished run tells the report: the selected epoch, the last epoch's validation
+    figures beside it, and why it stopped early when it did."""
+    last = result.history[-1] if result.history else None
+    return {
+        "best": result.best,
+        "selected": result.selected,
+        "last_epoch": (
+            {
+                "epoch": last.epoch,
+                **{k: last.values.get(f"val_{k}") for k in ("accuracy", "agreement", "kl")},
+            }
+            if last is not None
+            else None
+        ),
+        "early_stopped": result.early_stopped,
+        "epochs_run": result.epochs_completed,
+    }
+
+
+def _selection(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = ("best", "selected", "last_epoch", "early_stopped", "epochs_run")
+    return {key: entry.get(key) for key in keys}
