@@ -12,7 +12,8 @@ teacher features) in a block-shuffled order: each epoch the blocks of
 (one contiguous read each) and their rows shuffled together into batches.
 Memory is `window * batch_size` rows whatever N is; the order is a
 permutation of all rows, seeded by the epoch, so a resumed run sees the same
-batches. Below the in-memory threshold the loop does not use this: the set
+batches. Reads are explicit (not through a memory map), so the pages of a
+file do not pile up in the process's RSS. Below the in-memory threshold the loop does not use this: the set
 sits on the device and a step indexes it (distill.loop).
 """
 
@@ -166,7 +167,10 @@ class BlockStream:
     def epoch(self, seed: int) -> Iterator[dict[str, np.ndarray]]:
         """One epoch's batches: {name: (B, ...)}; every row once."""
         bs, rng = self.batch_size, np.random.default_rng(seed)
-        order = rng.permutation(self.steps)  # block ids
+        full = self.n // bs
+        # Block ids; a short last block stays last, so every batch but the epoch's last is
+        # full and batch k covers positions [k * bs, (k + 1) * bs) of the epoch's order.
+        order = np.concatenate([rng.permutation(full), np.arange(full, self.steps)])
         for w in range(0, len(order), self.window):
             ranges = [
                 (int(b) * bs, min(self.n, (int(b) + 1) * bs)) for b in order[w : w + self.window]
