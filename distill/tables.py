@@ -62,7 +62,7 @@ def _column(batch: pa.RecordBatch, name: str, what: str) -> np.ndarray:
     column = batch.column(batch.schema.get_field_index(name))
     if column.null_count:
         raise DistillError(
-            f"The column '{name}' of the {what} has empty or missing values; fill or drop "
+            f"The column '{name}' of the {what} has empty, missing or NaN values; fill or drop "
             "those rows before uploading."
         )
     return column.to_numpy(zero_copy_only=False)
