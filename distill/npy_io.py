@@ -97,10 +97,16 @@ def npy_layout(path: str | os.PathLike[str]) -> NpyLayout:
 def read_rows(layout: NpyLayout, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of the file with one explicit read: (stop - start, ...)."""
     count = max(0, stop - start)
-    with open(layout.path, "rb") as f:
+    out = np.empty((count, *layout.shape[1:]), dtype=layout.dtype)  # writable, read into
+    with open(layout.path, "rb", buffering=0) as f:
         f.seek(layout.offset + start * layout.row_bytes)
-        data = f.read(count * layout.row_bytes)
-    return np.frombuffer(data, dtype=layout.dtype).reshape(count, *layout.shape[1:])
+        view, done = out.reshape(-1).view(np.uint8).data, 0
+        while done < out.nbytes:
+            got = f.readinto(view[done:])
+            if not got:
+                raise ValueError(f"{layout.path!r} ends before row {stop} (truncated?)")
+            done += got
+    return out
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ first stage recorded, and the weights the training stage recorded."""
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from distill.export import load_student, save_student
 from workers.context import WorkerContext
 from workers.retry import read
 
+log = logging.getLogger("stillhouse.worker")
 HOLDOUT_FRACTION = 0.1  # of the train set, when the job names no validation set
 
 
@@ -149,6 +151,10 @@ def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
     teacher outputs there are no training logits (t is None): the teacher runs in the loop."""
     store = ctx.store
     if streams(ctx.settings.in_memory_max_bytes, inputs):
+        log.info(
+            "job %s: the train set streams from its files (above STILLHOUSE_IN_MEMORY_MAX_BYTES)",
+            claim.job_id,
+        )
         return split_rows(ctx, claim, inputs)
     online = inputs.spec.teacher_outputs == "online"
     x, y = load_arrays(store, inputs.datasets["train_dataset_id"])
