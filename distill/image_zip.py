@@ -17,6 +17,7 @@ import os
 import stat
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -98,8 +99,14 @@ def _images(members: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, str]]
 def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
     """The member's bytes, refused once more than `budget` come out of the decompressor
     (whatever its header declared)."""
-    with archive.open(info) as stream:
-        data = stream.read(budget + 1)
+    try:
+        with archive.open(info) as stream:
+            data = stream.read(budget + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+        raise DistillError(
+            f"The zip entry '{info.filename[:200]}' is damaged or does not match its header "
+            f"({exc}); zip the class folders again and re-upload."
+        ) from exc
     if len(data) > budget:
         raise DistillError(
             "The zip expands to more than this server's limit on expanded size (a member holds "

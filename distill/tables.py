@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,13 +148,43 @@ def _labels(writer: NpyWriter, values: np.ndarray, name: str, max_classes: int) 
     return int(high)
 
 
+class _Widen(Exception):
+    """A column inferred as integers from the first block holds a decimal further on."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+
 def convert_csv(
     path: str | os.PathLike[str], label: str | None, out: Path, max_bytes: int, max_classes: int
 ) -> Converted:
-    """A CSV with a header row; types are inferred from the first block, and a later value
-    that does not parse as its column's type is refused with pyarrow's sentence."""
+    """A CSV with a header row. Types are inferred from the first block; a column inferred
+    as integers that holds a decimal later is read again as float64 (the conversion starts
+    over), and a value that is no number at all is refused naming its column."""
+    floats: dict[str, pa.DataType] = {}
+    while True:
+        try:
+            return _convert_csv(path, label, out, max_bytes, max_classes, floats)
+        except _Widen as widen:
+            if widen.column in floats:
+                raise AssertionError(f"column {widen.column} was widened already") from None
+            floats[widen.column] = pa.float64()
+
+
+def _convert_csv(
+    path: str | os.PathLike[str],
+    label: str | None,
+    out: Path,
+    max_bytes: int,
+    max_classes: int,
+    floats: dict[str, pa.DataType],
+) -> Converted:
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(column_types=floats),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DistillError(
             f"The CSV file could not be read ({exc}); check its header and rows."
@@ -166,12 +197,36 @@ def convert_csv(
             except StopIteration:
                 return
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                found = re.search(r"column #(\d+)", str(exc))
+                names = reader.schema.names
+                column = (
+                    names[int(found.group(1))]
+                    if found and int(found.group(1)) < len(names)
+                    else None
+                )
+                value = re.search(r"invalid value '([^']*)'", str(exc))
+                if (
+                    column is not None
+                    and column not in floats
+                    and value
+                    and _is_number(value.group(1))
+                ):
+                    raise _Widen(column) from exc
+                where = f"the column '{column}'" if column else "a column"
                 raise DistillError(
-                    f"The CSV file has a value that does not fit its column ({exc}); every "
-                    "column must hold numbers only."
+                    f"The CSV file has a value in {where} that is not a number ({exc}); every "
+                    "column must hold numbers only: encode it or drop it before uploading."
                 ) from exc
 
     return convert_table(batches(), reader.schema, label, "CSV file", out, max_bytes, max_classes)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def convert_parquet(

@@ -171,3 +171,27 @@ def test_a_bad_file_is_invalid_and_leaves_no_arrays(
     assert row["x_dtype"] is None
     after = {blob.key for blob in store.blobs()}
     assert after - before <= {f"blobs/{row['sha256'][:2]}/{row['sha256']}"}, after - before
+
+
+def test_labels_past_the_teachers_classes_are_refused_at_submission(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles
+) -> None:
+    x, _ = _digits(digits, 12)
+    y = np.arange(12)  # labels 0..11 for a 10-class teacher
+    data = _ready(client, auth, "wide.csv", _csv(x, y), label_column="digit")
+    assert data["num_classes"] == 12
+    response = client.post(
+        "/v1/models", headers=auth, files={"file": ("t.onnx", digits.teacher_onnx.read_bytes())}
+    )
+    teacher = wait_for(client, f"/v1/models/{response.json()['id']}", auth, {"ready", "invalid"})
+    body = {
+        "teacher_model_id": teacher["id"],
+        "student": {"architecture": "mlp", "params": {"hidden": [8]}},
+        "train_dataset_id": data["id"],
+        "losses": [{"name": "kd", "weight": 1.0}],
+        "training": {"epochs": 1},
+    }
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    assert "The teacher outputs 10 classes but train_dataset" in response.json()["detail"]
+    assert "has labels up to 11" in response.json()["detail"]
