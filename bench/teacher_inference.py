@@ -11,7 +11,7 @@ are dominated by the model as a real teacher's are. Data: --samples rows of 64 f
 (a) the service: the teacher stage's code path in-process (workers/stages/teacher.py):
     load_npz on the stored file, OnnxTeacher on the stored model, _predict (predict_logits in
     chunks of CHUNK samples with a cancel check after each, batch 1024) with a stop check
-    that never stops, the same non-finite check as the stage, then save_logits into a real
+    that never stops, the same per-chunk checks as the stage, writing the logits file chunk by chunk, then put_named into a real
     file-system ArtifactStore. Timed end to end, model and data loading included.
 (b) raw: one InferenceSession on the same file, the same thread count, a plain loop of
     session.run over the in-memory array at batch 1024, outputs concatenated. Timed from
@@ -43,7 +43,6 @@ from core.storage import ArtifactStore  # noqa: E402
 from distill.data import load_npz  # noqa: E402
 from distill.teachers import OnnxTeacher  # noqa: E402
 from examples.digits import export_teacher  # noqa: E402
-from workers.stages.inputs import save_logits  # noqa: E402
 from workers.stages.teacher import CHUNK, _predict  # noqa: E402
 
 BATCH = 1024  # OnnxTeacher.predict_logits' default, as the stage calls it
@@ -83,12 +82,14 @@ def service(model: Path, data: Path, store: ArtifactStore, threads: int | None) 
     t1 = time.perf_counter()
     teacher = OnnxTeacher(model, threads=threads)  # load_teacher(ctx, row)
     t2 = time.perf_counter()
-    logits = _predict(teacher, x, NeverStop())
-    if not np.isfinite(logits).all():
-        raise RuntimeError("non-finite teacher outputs")
-    t3 = time.perf_counter()
-    save_logits(store, "cache/teacher-logits/bench/logits.npy", logits)
-    t4 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        # The stage's _predict checks each chunk (shape, finite) and writes it to the file.
+        out = Path(tmp) / "logits.npy"
+        width = int(teacher.session.get_outputs()[0].shape[-1])
+        _predict(teacher, x, NeverStop(), out, width, "bench")  # type: ignore[arg-type]
+        t3 = time.perf_counter()
+        store.put_named("cache/teacher-logits/bench/logits.npy", out)
+        t4 = time.perf_counter()
     return {"load data": t1 - t0, "load model": t2 - t1, "predict": t3 - t2, "save": t4 - t3}
 
 

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     inspect_memory_bytes: int = Field(default=1024**3, gt=0)
     # Labels are class indices; one past this is a mistake, not a class.
     max_classes: int = Field(default=1_000_000, gt=0)
+    # An image-folder zip: at most this many entries, expanding to at most this many bytes
+    # (the declared sizes summed, and enforced again while decompressing).
+    max_zip_entries: int = Field(default=100_000, gt=0)
+    max_zip_expanded_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # A job's train set (x, canonical dtype) up to this size is held whole on the device and
+    # indexed per step; a larger one streams from the memory-mapped files in blocks.
+    in_memory_max_bytes: int = Field(default=1024**3, gt=0)
     # An idle cpu worker deletes unreferenced blobs this often (0: never), sparing those
     # younger than the grace period: an upload or a stage may be about to record them.
     gc_interval_s: float = Field(default=3600.0, ge=0)

@@ -11,14 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.batches import Rows
 from distill.errors import DistillError
 from distill.losses import WeightedLoss
 
 # Validation set: inputs (M, ...), labels (M,) or None, teacher logits (M, C) or None.
-ValData = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+ValData = tuple[np.ndarray | Rows, np.ndarray | None, np.ndarray | None]
 
 
-def _output_width(student: nn.Module, x: np.ndarray, device: torch.device) -> int:
+def _output_width(student: nn.Module, x: np.ndarray | Rows, device: torch.device) -> int:
     was_training = student.training
     student.eval()
     try:
@@ -38,7 +39,11 @@ def _output_width(student: nn.Module, x: np.ndarray, device: torch.device) -> in
 
 
 def _check_arrays(
-    x: np.ndarray, y: np.ndarray | None, t: np.ndarray | None, width: int, what: str
+    x: np.ndarray | Rows,
+    y: np.ndarray | None,
+    t: np.ndarray | Rows | None,
+    width: int,
+    what: str,
 ) -> None:
     n = len(x)
     if y is not None:
@@ -67,7 +72,10 @@ def _check_arrays(
 
 
 def _check_teacher(
-    teacher: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, width: int, device: torch.device
+    teacher: Callable[[torch.Tensor], torch.Tensor],
+    x: np.ndarray | Rows,
+    width: int,
+    device: torch.device,
 ) -> None:
     """An online teacher answers a 2-sample batch with (2, C) logits, C the student's width."""
     sample = torch.from_numpy(np.ascontiguousarray(x[:2], dtype=np.float32)).to(device)
@@ -88,9 +96,9 @@ def _check_teacher(
 
 def validate_inputs(
     student: nn.Module,
-    x: np.ndarray,
+    x: np.ndarray | Rows,
     y: np.ndarray | None,
-    teacher_logits: np.ndarray | None,
+    teacher_logits: np.ndarray | Rows | None,
     loss: WeightedLoss,
     val: ValData | None,
     device: torch.device,

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.batches import Rows
 from distill.errors import DistillError
 
 
 def predict_logits(
-    model: nn.Module, x: np.ndarray, batch_size: int = 1024, device: str = "cpu"
+    model: nn.Module, x: np.ndarray | Rows, batch_size: int = 1024, device: str = "cpu"
 ) -> np.ndarray:
     """Model logits (N, C) float32, in eval mode without gradients."""
     model.eval().to(device)

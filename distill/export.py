@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from distill.batches import Rows
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
 from distill.students import build_student
@@ -157,7 +158,7 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.
 
 
 def parity_max_abs_diff(
-    model: nn.Module, onnx_path: str | os.PathLike, x: np.ndarray, batch_size: int = 1024
+    model: nn.Module, onnx_path: str | os.PathLike, x: np.ndarray | Rows, batch_size: int = 1024
 ) -> float:
     """The largest |torch - ONNX Runtime| output difference over every row of x (N, ...).
 

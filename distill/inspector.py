@@ -6,8 +6,13 @@ and a sentence, never in the kernel's out-of-memory killer taking the worker.
 It imports numpy and the scanner only: about 0.15 s to start. It dies with
 its parent (PR_SET_PDEATHSIG), so a killed worker leaves no inspector behind.
 
-python -m distill.inspector PATH MAX_BYTES MAX_CLASSES MEMORY_BYTES PAUSE_S PARENT_PID
+python -m distill.inspector PATH MAX_BYTES MAX_CLASSES MEMORY_BYTES PAUSE_S PARENT_PID [JOB]
 # prints one JSON line: {"info": {...}} or {"error": "<sentence>"}
+
+With JOB (a JSON object {"format", "options", "out", "zip"}) the child also
+converts the file into the canonical arrays under JOB["out"] (distill.canonical)
+and answers {"info": {...}, "arrays": {"x", "y", "x_dtype", "classes"}} with the
+files' paths.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 from distill.errors import DistillError
 from distill.npz_scan import DatasetInfo, inspect_npz
@@ -37,6 +44,18 @@ class Limits:
     max_bytes: int  # the arrays, decoded and converted for training
     max_classes: int
     memory_bytes: int  # the child's address space
+    max_zip_entries: int = 100_000
+    max_zip_expanded_bytes: int = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What to convert into where: the upload's format and options, and the folder the
+    canonical x.npy / y.npy go to (the caller's, deleted by it)."""
+
+    format: str
+    options: dict[str, Any]
+    out: str
 
 
 class InspectionStopped(Exception):
@@ -53,9 +72,42 @@ def inspect_isolated(
     """Run `inspect_npz` in a child; `keep_going` is called every `poll_s` while it runs
     (the worker renews its claim there) and, when it returns False, the child is killed
     and InspectionStopped raised. `pause_s` delays the child (fault tests only)."""
+    return _run(path, limits, keep_going, poll_s, pause_s, None)[0]
+
+
+def convert_isolated(
+    path: str | os.PathLike[str],
+    limits: Limits,
+    conversion: Conversion,
+    keep_going: Callable[[], bool] = lambda: True,
+    poll_s: float = 1.0,
+    pause_s: float = 0.0,
+) -> tuple[DatasetInfo, dict[str, Any]]:
+    """Like inspect_isolated, and convert the file into the canonical arrays under
+    `conversion.out`: returns the info and {"x": path, "y": path | None, "x_dtype",
+    "classes"}."""
+    info, arrays = _run(path, limits, keep_going, poll_s, pause_s, conversion)
+    assert arrays is not None
+    return info, arrays
+
+
+def _run(
+    path: str | os.PathLike[str],
+    limits: Limits,
+    keep_going: Callable[[], bool],
+    poll_s: float,
+    pause_s: float,
+    conversion: Conversion | None,
+) -> tuple[DatasetInfo, dict[str, Any] | None]:
     args = [os.fspath(path), limits.max_bytes, limits.max_classes, limits.memory_bytes]
     command = [sys.executable, "-m", "distill.inspector", *map(str, args), str(pause_s)]
     command.append(str(os.getpid()))
+    if conversion is not None:
+        job = {
+            **asdict(conversion),
+            "zip": [limits.max_zip_entries, limits.max_zip_expanded_bytes],
+        }
+        command.append(json.dumps(job))
     env = {**os.environ, **CHILD_ENV}
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
@@ -79,7 +131,9 @@ def _wait(
                 raise InspectionStopped("the inspection was stopped by its caller") from None
 
 
-def _result(code: int, out: bytes, err: bytes, limits: Limits) -> DatasetInfo:
+def _result(
+    code: int, out: bytes, err: bytes, limits: Limits
+) -> tuple[DatasetInfo, dict[str, Any] | None]:
     if code == MEMORY_EXIT:
         raise DistillError(
             f"Inspecting this file needed more memory than an inspection may use "
@@ -103,7 +157,9 @@ def _result(code: int, out: bytes, err: bytes, limits: Limits) -> DatasetInfo:
     if "error" in answer:
         raise DistillError(answer["error"])
     info = answer["info"]
-    return DatasetInfo(**{**info, "sample_shape": tuple(info["sample_shape"])})
+    return DatasetInfo(**{**info, "sample_shape": tuple(info["sample_shape"])}), answer.get(
+        "arrays"
+    )
 
 
 def _die_with_parent(parent: int) -> None:
@@ -116,14 +172,48 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _convert(path: str, max_bytes: int, max_classes: int, raw: str) -> dict[str, object]:
+    from distill.canonical import convert
+    from distill.image_zip import ZipLimits
+
+    job = json.loads(raw)
+    entries, expanded = job["zip"]
+    out = Path(job["out"])
+    done = convert(
+        job["format"],
+        path,
+        job["options"] or {},
+        out,
+        max_bytes,
+        max_classes,
+        ZipLimits(entries, expanded, max_bytes),
+    )
+    info = DatasetInfo(
+        num_samples=done.num_samples,
+        sample_shape=done.sample_shape,
+        num_classes=done.num_classes,
+        labeled=done.y_path is not None,
+        x_dtype=done.source_dtype,
+    )
+    arrays = {
+        "x": str(done.x_path),
+        "y": None if done.y_path is None else str(done.y_path),
+        "x_dtype": done.x_dtype,
+        "classes": None if done.classes is None else list(done.classes),
+    }
+    return {"info": asdict(info), "arrays": arrays}
+
+
 def main(argv: list[str]) -> int:
-    path, max_bytes, max_classes, memory_bytes, pause_s, parent = argv
+    path, max_bytes, max_classes, memory_bytes, pause_s, parent, *job = argv
     _die_with_parent(int(parent))
     resource.setrlimit(resource.RLIMIT_AS, (int(memory_bytes), int(memory_bytes)))
     time.sleep(float(pause_s))
     try:
-        info = inspect_npz(path, int(max_bytes), int(max_classes))
-        answer: dict[str, object] = {"info": asdict(info)}
+        if job:
+            answer: dict[str, object] = _convert(path, int(max_bytes), int(max_classes), job[0])
+        else:
+            answer = {"info": asdict(inspect_npz(path, int(max_bytes), int(max_classes)))}
     except DistillError as exc:
         answer = {"error": str(exc)}
     except MemoryError:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.batches import BlockStream, Rows
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.class_weights import apply_class_weights, class_weights
@@ -190,10 +191,15 @@ def _to_device(
     return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device, dtype)
 
 
+def _rows_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host batch as a float32 device tensor (int64 x is cast at this point of use)."""
+    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device)
+
+
 @torch.no_grad()
 def _val_stats(
     student: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Rows,
     y: torch.Tensor | None,
     t: torch.Tensor | None,
     autocast: Callable[[], contextlib.AbstractContextManager],
@@ -201,7 +207,11 @@ def _val_stats(
     """Validation metrics as 0-d device tensors (no host sync here). y has a labeled row."""
     student.eval()
     with autocast():
-        logits = torch.cat([student(x[i : i + 1024]) for i in range(0, len(x), 1024)])  # (N, C)
+        device = next(student.parameters()).device
+        chunks = (x[i : i + 1024] for i in range(0, len(x), 1024))  # streamed when x is Rows
+        logits = torch.cat(
+            [student(c if isinstance(c, torch.Tensor) else _rows_tensor(c, device)) for c in chunks]
+        )  # (N, C)
     logits = logits.float()
     student.train()
     pred = logits.argmax(dim=1)  # (N,)
@@ -222,9 +232,9 @@ def _val_stats(
 
 def train(
     student: nn.Module,
-    x: np.ndarray,
+    x: np.ndarray | Rows,
     y: np.ndarray | None,
-    teacher_logits: np.ndarray | None,
+    teacher_logits: np.ndarray | Rows | None,
     loss: WeightedLoss,
     config: TrainConfig,
     *,
@@ -236,6 +246,10 @@ def train(
     checkpoint_every_s: float = 30.0,
 ) -> TrainResult:
     """Train `student` on x (N, ...), labels y (N,) (-1 = unlabeled), teacher logits (N, C).
+
+    x as an ndarray is moved to the device whole and a step indexes it; x as `Rows` (a set
+    larger than memory) is streamed in block-shuffled batches (distill.batches), with memory
+    proportional to the batch, and so is the validation set when it is `Rows`.
 
     With `config.teacher` (online KD) the teacher is run on each batch and `teacher_logits` is
     ignored; a loss without a teacher term never calls it.
@@ -285,19 +299,33 @@ def train(
         else contextlib.nullcontext
     )
 
-    # The whole data set moves to the device once; a step only indexes it.
-    X = _to_device(x, torch.float32, device)  # (N, ...)
+    stream: BlockStream | None = None
+    X: torch.Tensor | None
+    if isinstance(x, Rows):  # larger than memory: rows come from the files per step
+        named = {"x": x, "i": Rows.of(np.arange(len(x)))}
+        if loss.needs_teacher and teacher_logits is not None:
+            named["t"] = (
+                teacher_logits if isinstance(teacher_logits, Rows) else Rows.of(teacher_logits)
+            )
+        stream = BlockStream(named, config.batch_size)
+        X = torch.empty((len(x), 0), device=device)  # (N, 0): only its length is read
+    else:  # the whole data set moves to the device once; a step only indexes it.
+        X = _to_device(x, torch.float32, device)  # (N, ...)
     assert X is not None
     labeled_total = int((y >= 0).sum()) if y is not None else 0
     # An all -1 label array is the same as none: no label term, no train accuracy.
     Y = _to_device(y, torch.int64, device) if labeled_total > 0 else None  # (N,)
-    T = _to_device(teacher_logits, torch.float32, device) if loss.needs_teacher else None  # (N, C)
-    val_t: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
+    T = (
+        _to_device(np.asarray(teacher_logits), torch.float32, device)
+        if loss.needs_teacher and stream is None and teacher_logits is not None
+        else None
+    )  # (N, C)
+    val_t: tuple[torch.Tensor | Rows, torch.Tensor | None, torch.Tensor | None] | None = None
     if val is not None:
         xv, yv, tv = val
         has_labels = yv is not None and bool((yv >= 0).any())
         val_t = (
-            torch.from_numpy(np.ascontiguousarray(xv)).to(device, torch.float32),  # (M, ...)
+            xv if isinstance(xv, Rows) else _rows_tensor(xv, device),  # (M, ...)
             _to_device(yv, torch.int64, device) if has_labels else None,  # (M,)
             _to_device(tv, torch.float32, device),
         )  # (M, C)
@@ -317,7 +345,7 @@ def train(
     scheduler = make_scheduler(optimizer, config)
     term_names = loss.active_names
     steps_per_epoch = math.ceil(n / bs)
-    keep_logits = n * width <= KEEP_LOGITS_MAX_ELEMENTS
+    keep_logits = n * width <= KEEP_LOGITS_MAX_ELEMENTS and stream is None
     track_preds = Y is not None and not keep_logits  # else: step_logits, one argmax per epoch
     noise = float(config.augment_noise)
     noise_gen: torch.Generator | None = None
@@ -345,13 +373,21 @@ def train(
             preds = torch.empty(n if track_preds else 0, dtype=torch.int64, device=device)  # (N,)
             step_logits: list[torch.Tensor] = []  # detached (B, C), when keep_logits
             step_losses: list[torch.Tensor] = []  # detached 0-d tensors, summed at epoch end
+            batches = stream.epoch(epoch_seed(config.seed, epoch)) if stream is not None else None
             for start in range(0, n, bs):
-                idx = perm[start : start + bs]  # (B,)
-                xb = X[idx]  # (B, ...), a copy: the noise never reaches X
+                if batches is None:
+                    idx = perm[start : start + bs]  # (B,)
+                    xb = X[idx]  # (B, ...), a copy: the noise never reaches X
+                    tb = T[idx] if T is not None else None  # (B, C)
+                else:  # streamed: the batch's rows were read from the files
+                    rows = next(batches)
+                    idx = torch.from_numpy(rows["i"]).to(device)  # (B,)
+                    perm[start : start + len(idx)] = idx  # the order, for train accuracy
+                    xb = _rows_tensor(rows["x"], device)  # (B, ...)
+                    tb = _rows_tensor(rows["t"], device) if "t" in rows else None  # (B, C)
                 if noise_gen is not None:
                     xb.add_(torch.randn(xb.shape, generator=noise_gen, device=device), alpha=noise)
                 yb = Y[idx] if Y is not None else None  # (B,)
-                tb = T[idx] if T is not None else None  # (B, C)
                 if online is not None:
                     with torch.no_grad():
                         tb = online(xb).float()  # (B, C), on the inputs the student sees

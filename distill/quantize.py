@@ -65,6 +65,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from distill.batches import Rows
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
 from distill.teachers import check_io, fit_samples, make_session
@@ -126,7 +127,7 @@ class _Rows(CalibrationDataReader):
 
 
 def _calibration_rows(
-    shape: list[int | None], dtype: type, calibration: np.ndarray, n: int, seed: int
+    shape: list[int | None], dtype: type, calibration: np.ndarray | Rows, n: int, seed: int
 ) -> np.ndarray:
     """`n` rows of `calibration` drawn with `seed`, in the model's sample shape and dtype; a
     fixed-batch model gets at least one full batch (rows repeated)."""
@@ -182,7 +183,7 @@ def quantize(
     out_path: str | os.PathLike,
     *,
     mode: Literal["auto", "dynamic", "static"] = "auto",
-    calibration: np.ndarray | None = None,
+    calibration: np.ndarray | Rows | None = None,
     calibration_samples: int = 256,
     seed: int = 0,
 ) -> QuantResult:

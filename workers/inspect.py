@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from core.queues import ResourceStatus, TaskName
 from core.redact import redact_paths
 from distill.errors import DistillError
 from distill.export import inspect_safetensors, read_student_spec
-from distill.inspector import InspectionStopped, Limits, inspect_isolated
+from distill.inspector import Conversion, InspectionStopped, Limits, convert_isolated
 from distill.npz_scan import DatasetInfo
 from distill.programs import inspect_torch_program
 from distill.teachers import ModelInfo, inspect_onnx
@@ -221,7 +222,11 @@ def inspect_dataset(dataset_id: str) -> None:
         return
     settings = ctx.settings
     limits = Limits(
-        settings.max_dataset_decoded_bytes, settings.max_classes, settings.inspect_memory_bytes
+        settings.max_dataset_decoded_bytes,
+        settings.max_classes,
+        settings.inspect_memory_bytes,
+        settings.max_zip_entries,
+        settings.max_zip_expanded_bytes,
     )
     pause_s, kill = inspection_failpoint(settings.failpoints, "inspect_dataset")
     with ClaimKeeper(ctx, claim) as keeper:
@@ -232,17 +237,24 @@ def inspect_dataset(dataset_id: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return not keeper.lost.is_set()
 
-        def read_dataset() -> DatasetInfo:
+        def read_dataset() -> tuple[DatasetInfo, dict[str, Any]]:
             path = ctx.store.local_path(row.storage_key)
-            return inspect_isolated(path, limits, keep_going, poll_s=0.5, pause_s=pause_s)
+            with tempfile.TemporaryDirectory(prefix="stillhouse-inspect-") as out:
+                conversion = Conversion(row.format, row.options or {}, out)
+                info, files = convert_isolated(
+                    path, limits, conversion, keep_going, poll_s=0.5, pause_s=pause_s
+                )
+                # Only a file that converted whole reaches the store.
+                return info, store_arrays(ctx, files)
 
         try:
-            info = _read_or_refuse(ctx, claim, "dataset", read_dataset)
+            found = _read_or_refuse(ctx, claim, "dataset", read_dataset)
         except InspectionStopped:
             log.warning("dataset %s: the inspection claim was taken over; stopped", dataset_id)
             return
-    if info is None:
+    if found is None:
         return
+    info, arrays = found
     _finish(
         ctx,
         claim,
@@ -252,4 +264,17 @@ def inspect_dataset(dataset_id: str) -> None:
         sample_shape=list(info.sample_shape),
         num_classes=info.num_classes,
         labeled=info.labeled,
+        arrays=arrays,
     )
+
+
+def store_arrays(ctx: WorkerContext, files: dict[str, Any]) -> dict[str, Any]:
+    """Put the canonical x.npy / y.npy into the artifact store: {"x": key, "y": key | None,
+    "x_dtype", "classes"} as Dataset.arrays records it."""
+    arrays = dict(files)
+    for name in ("x", "y"):
+        if files.get(name) is not None:
+            arrays[name] = ctx.store.put_file(files[name])[0]
+    if arrays.get("classes") is None:
+        arrays.pop("classes", None)
+    return arrays

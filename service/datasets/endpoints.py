@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, File, Form, UploadFile, status
 from fastapi.responses import JSONResponse, Response
 
 from core import repository
@@ -11,9 +10,10 @@ from core.dispatch import inspect_message
 from core.models import Dataset
 from core.queues import ResourceStatus, TaskName
 from core.spec import DATASET_FIELDS
+from service.datasets.formats import format_of, upload_options
 from service.datasets.schemas import DatasetPublic
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
-from service.errors import Conflict, NotFound, UnsupportedMediaType, responses, shown
+from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep, upload_meaning
 from service.schemas import CursorQuery, IdPath, LimitQuery, NameForm, Page, paginate
 from service.uploads import checked_filename, name_from, store_upload
@@ -33,24 +33,40 @@ async def upload_dataset(
     settings: SettingsDep,
     store: StoreDep,
     idem: IdempotencyDep,
-    file: Annotated[UploadFile, File(description=".npz with 'x' and optional 'y'")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description=".npz (x, optional y), .csv / .parquet (a table of numbers), or .zip "
+            "(an image folder, one folder per class)"
+        ),
+    ],
     name: NameForm = None,
+    label_column: Annotated[
+        str | None,
+        Form(max_length=200, description="CSV / Parquet: the label column; absent = unlabeled"),
+    ] = None,
+    image_size: Annotated[
+        str | None, Form(max_length=20, description="image zip: '28' or '28x28' (H x W)")
+    ] = None,
+    channels: Annotated[
+        int | None,
+        Form(description="image zip: 1 (grayscale) or 3 (RGB); default: the first image's"),
+    ] = None,
 ) -> DatasetPublic | JSONResponse:
     filename = checked_filename(file)
-    if PurePosixPath(filename.lower()).suffix != ".npz":
-        raise UnsupportedMediaType(
-            f"Stillhouse cannot read '{shown(filename) or 'the file'}' as a dataset; upload an .npz file "
-            "with an array 'x' (float, shape (N, ...)) and optionally 'y' (integer class ids)."
-        )
+    fmt = format_of(filename)
+    options = upload_options(fmt, label_column, image_size, channels)
     stored = await store_upload(file, store, settings.max_upload_bytes, uow)
-    replayed = await idem.replay(uow, upload_meaning(name, None, stored))
+    meaning = {**upload_meaning(name, None, stored), "options": options}
+    replayed = await idem.replay(uow, meaning)
     if replayed is not None:
         return replayed
     row = Dataset(
         tenant_id=tenant_id,
         name=name or name_from(filename, "dataset"),
         status=ResourceStatus.PENDING.value,
-        format="npz",
+        format=fmt,
+        options=options,
         filename=filename,
         sha256=stored.sha256,
         size_bytes=stored.size_bytes,

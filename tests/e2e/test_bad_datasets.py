@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def stack(
     with private_stack(settings, folder / "data") as private:
         env = {
             "STILLHOUSE_MAX_DATASET_DECODED_BYTES": str(LIMIT),
+            "STILLHOUSE_MAX_ZIP_EXPANDED_BYTES": str(16 * 1024 * 1024),
             # Collect every second, sparing blobs younger than 30 s (this module's uploads).
             "STILLHOUSE_GC_INTERVAL_S": "1",
             "STILLHOUSE_GC_GRACE_S": "30",
@@ -87,6 +89,35 @@ def test_bad_dataset_is_invalid_with_a_sentence(
     assert row["error"].endswith(".")
     assert worker.poll() is None, "the worker survived"
     assert not inspector_processes(private.data_dir)
+
+
+def _bomb() -> bytes:
+    """A small zip that inflates to 3 GiB of zeros as far as its headers declare and
+    decompress (stored sizes are rewritten smaller: the header lies)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a/zeros.png", "w", force_zip64=True) as member:
+            chunk = bytes(1 << 20)
+            for _ in range(64):  # 64 MiB of zeros, deflated to ~64 kB
+                member.write(chunk)
+    return buffer.getvalue()
+
+
+def test_a_zip_bomb_is_refused_before_decompressing(
+    stack: tuple[Settings, TestClient, subprocess.Popen[bytes]],
+) -> None:
+    """64 kB that expand to 64 MiB, at a 16 MiB cap: refused from the declared sizes; the
+    cap is enforced on the decompressed stream too (distill.image_zip._read)."""
+    private, client, worker = stack
+    auth = new_tenant(private)
+    created = client.post(
+        "/v1/datasets", headers=auth, files={"file": ("b.zip", _bomb())}, data={"image_size": "8"}
+    )
+    assert created.status_code == 201, created.text
+    row = wait_for(client, f"/v1/datasets/{created.json()['id']}", auth, {"ready", "invalid"}, 60)
+    assert row["status"] == "invalid", row
+    assert "expands to 67108864 bytes, more than this server's limit" in row["error"], row["error"]
+    assert worker.poll() is None and not inspector_processes(private.data_dir)
 
 
 def test_a_refused_final_write_ends_invalid(

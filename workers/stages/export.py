@@ -19,6 +19,7 @@ import onnxruntime as ort
 from core.lifecycle import Claim
 from core.queues import Stage
 from core.spec import QuantizationSpec
+from distill.batches import Rows
 from distill.evaluate import evaluate
 from distill.export import export_onnx, parity_max_abs_diff
 from distill.quantize import quantize
@@ -110,7 +111,7 @@ def int8_verdict(student: dict[str, float], int8: dict[str, float], max_drop: fl
     )
 
 
-def _run(path: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def _run(path: Path, x: np.ndarray | Rows, batch_size: int = 1024) -> np.ndarray:
     """Logits (N, C) from an ONNX file on the CPU."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name

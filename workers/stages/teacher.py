@@ -9,7 +9,9 @@ validation set's logits, or the train set's when the holdout comes from it."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,9 +22,11 @@ from core.lifecycle import Claim
 from core.models import Dataset, Model
 from core.spec import InferenceJobCreate
 from core.stages import job_kind
+from distill.batches import Rows
 from distill.errors import DistillError
 from distill.evaluate import predict_logits
 from distill.export import load_student
+from distill.npy_io import NpyWriter
 from distill.programs import ProgramTeacher
 from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
@@ -30,10 +34,9 @@ from workers.jobs import StopCheck, report_progress
 from workers.retry import read
 from workers.stages.inputs import (
     cached_fields,
-    load_arrays,
     load_inputs,
+    load_rows,
     logits_key,
-    save_logits,
 )
 from workers.stages.result import StageResult
 
@@ -78,13 +81,29 @@ def online_teacher(ctx: WorkerContext, row: Model) -> Callable[[torch.Tensor], t
     return load_teacher(ctx, row).torch_logits
 
 
-def _predict(teacher: Teacher, x: np.ndarray, check: StopCheck) -> np.ndarray:
-    chunks = []
-    for start in range(0, len(x), CHUNK):
-        chunks.append(teacher.predict_logits(x[start : start + CHUNK]))  # (b, C)
-        if check():
-            check.raise_if_stopped()
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)  # (N, C)
+def _predict(
+    teacher: Teacher, x: np.ndarray | Rows, check: StopCheck, out: Path, width: int, what: str
+) -> int:
+    """Write the teacher's logits for x to `out` (.npy, (N, C) float32) one chunk at a time:
+    memory is one chunk of rows and its logits, whatever N is. Returns the rows written."""
+    with NpyWriter(out, np.float32, (width,)) as writer:
+        for start in range(0, len(x), CHUNK):
+            rows = x[start : start + CHUNK]  # (b, ...), read from the file
+            logits = teacher.predict_logits(rows)  # (b, C)
+            if logits.ndim != 2 or logits.shape[0] != len(rows) or logits.shape[1] != width:
+                raise DistillError(
+                    f"The teacher returned outputs of shape {tuple(logits.shape)} for "
+                    f"{len(rows)} samples; expected ({len(rows)}, {width})."
+                )
+            if not np.isfinite(logits).all():
+                raise DistillError(
+                    f"The teacher produced NaN or infinite outputs on {what}; check the model "
+                    "and that the data is scaled the way it was trained on."
+                )
+            writer.append(logits)
+            if check():
+                check.raise_if_stopped()
+        return writer.rows
 
 
 def _logits_for(
@@ -107,19 +126,11 @@ def _logits_for(
             sources[field] = "cache"
             continue
         teacher = teacher or load_teacher(ctx, teacher_row)
-        x, _ = load_arrays(ctx.store, dataset)
-        logits = _predict(teacher, x, check)  # (N, C)
-        if logits.ndim != 2 or logits.shape[0] != len(x) or logits.shape[1] != width:
-            raise DistillError(
-                f"The teacher returned outputs of shape {tuple(logits.shape)} for {len(x)} samples; "
-                f"expected ({len(x)}, {width})."
-            )
-        if not np.isfinite(logits).all():
-            raise DistillError(
-                f"The teacher produced NaN or infinite outputs on {field.removesuffix('_id')}; "
-                "check the model and that the data is scaled the way it was trained on."
-            )
-        save_logits(ctx.store, key, logits)
+        x, _ = load_rows(ctx.store, dataset)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "logits.npy"
+            _predict(teacher, x, check, path, int(width or 0), field.removesuffix("_id"))
+            ctx.store.put_named(key, path)
         sources[field] = "computed"
         report_progress(ctx, claim, (done + 1) / len(datasets))
     return keys, sources
