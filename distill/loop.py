@@ -29,6 +29,7 @@ from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.errors import DistillError
 from distill.losses import WeightedLoss
+from distill.students import input_dtype
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
@@ -267,6 +268,11 @@ def train(
             "augment_noise needs an online teacher when the loss has a teacher term: cached "
             "teacher logits describe the un-augmented inputs; pass TrainConfig(teacher=...)."
         )
+    if config.augment_noise > 0 and input_dtype(student) == torch.int64:
+        raise DistillError(
+            "augment_noise adds Gaussian noise to float inputs but this student reads token "
+            "ids (vocab_size is set); set augment_noise to 0."
+        )
     width = validate_inputs(student, x, y, teacher_logits, loss, val, device, teacher=online)
     torch.manual_seed(config.seed)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -277,7 +283,8 @@ def train(
     )
 
     # The whole data set moves to the device once; a step only indexes it.
-    X = _to_device(x, torch.float32, device)  # (N, ...)
+    x_dtype = input_dtype(student)  # int64 token ids for an embedding student, else float32
+    X = _to_device(x, x_dtype, device)  # (N, ...)
     assert X is not None
     labeled_total = int((y >= 0).sum()) if y is not None else 0
     # An all -1 label array is the same as none: no label term, no train accuracy.
@@ -288,7 +295,7 @@ def train(
         xv, yv, tv = val
         has_labels = yv is not None and bool((yv >= 0).any())
         val_t = (
-            torch.from_numpy(np.ascontiguousarray(xv)).to(device, torch.float32),  # (M, ...)
+            torch.from_numpy(np.ascontiguousarray(xv)).to(device, x_dtype),  # (M, ...)
             _to_device(yv, torch.int64, device) if has_labels else None,  # (M,)
             _to_device(tv, torch.float32, device),
         )  # (M, C)

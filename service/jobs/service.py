@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from catalog.students import param_count, parse_params, shape_problem
 from core import lifecycle, repository
 from core.config import Settings
 from core.dispatch import Message, stage_message
 from core.models import Dataset, Job, JobStage, Model, new_id, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, ResourceStatus, Stage
-from core.spec import DATASET_FIELDS, InferenceJobCreate, JobCreate, student_param_count
+from core.spec import DATASET_FIELDS, InferenceJobCreate, JobCreate
 from core.stages import job_kind, pipeline_of, place
 from service.errors import Conflict, NotFound, Unprocessable
 
@@ -98,6 +99,30 @@ async def _check_student(
     return student
 
 
+def _check_family_fits(body: JobCreate, train: Dataset) -> None:
+    """The zoo family takes the data's samples: their shape, and token ids (int64) for a
+    student built with vocab_size. Unknown dtypes (datasets inspected before the canonical
+    arrays) are left to the engine, which checks them again."""
+    architecture = body.student.architecture or ""
+    parsed = parse_params(architecture, body.student.params)  # validated with the spec
+    problem = shape_problem(architecture, parsed, train.sample_shape or [])
+    if problem is not None:
+        raise Unprocessable(problem)
+    x_dtype = (train.arrays or {}).get("x_dtype")
+    tokens = getattr(parsed, "vocab_size", None) is not None
+    if x_dtype is not None and tokens != (x_dtype == "int64"):
+        raise Unprocessable(
+            f"The student '{architecture}' reads "
+            + ("int64 token ids (vocab_size is set)" if tokens else "float features")
+            + f" but dataset '{train.id}' holds {x_dtype} samples; "
+            + (
+                "upload integer token ids or leave vocab_size out."
+                if tokens
+                else "set student.params.vocab_size above the largest token id to embed them."
+            )
+        )
+
+
 def _check_size(
     body: JobCreate, teacher: Model, train: Dataset, student: Model | None, limit: int
 ) -> None:
@@ -107,7 +132,8 @@ def _check_size(
     if student is not None:
         count = student.num_params
     else:
-        count = student_param_count(
+        _check_family_fits(body, train)
+        count = param_count(
             body.student.architecture or "",
             body.student.params,
             train.sample_shape or [],
