@@ -182,6 +182,11 @@ class JobCreate(BaseModel):
                 "teacher_outputs to 'online' (the teacher then sees each augmented batch) or "
                 "augment_noise to 0"
             )
+        if self.training.augment_noise > 0 and self.student.params.get("vocab_size") is not None:
+            raise ValueError(
+                "training.augment_noise adds Gaussian noise to float inputs but the student "
+                "reads token ids (student.params.vocab_size is set); set augment_noise to 0"
+            )
         return self
 
     @property

@@ -101,25 +101,21 @@ async def _check_student(
 
 def _check_family_fits(body: JobCreate, train: Dataset) -> None:
     """The zoo family takes the data's samples: their shape, and token ids (int64) for a
-    student built with vocab_size. Unknown dtypes (datasets inspected before the canonical
-    arrays) are left to the engine, which checks them again."""
+    student built with vocab_size. An unknown dtype (a dataset inspected before canonical
+    arrays were recorded) is left to the engine, which checks the ids again."""
     architecture = body.student.architecture or ""
     parsed = parse_params(architecture, body.student.params)  # validated with the spec
     problem = shape_problem(architecture, parsed, train.sample_shape or [])
     if problem is not None:
         raise Unprocessable(problem)
+    # A float student may read integer data (pixels, counts) as floats; a token student
+    # cannot read float data as ids.
     x_dtype = (train.arrays or {}).get("x_dtype")
-    tokens = getattr(parsed, "vocab_size", None) is not None
-    if x_dtype is not None and tokens != (x_dtype == "int64"):
+    if getattr(parsed, "vocab_size", None) is not None and x_dtype not in (None, "int64"):
         raise Unprocessable(
-            f"The student '{architecture}' reads "
-            + ("int64 token ids (vocab_size is set)" if tokens else "float features")
-            + f" but dataset '{train.id}' holds {x_dtype} samples; "
-            + (
-                "upload integer token ids or leave vocab_size out."
-                if tokens
-                else "set student.params.vocab_size above the largest token id to embed them."
-            )
+            f"The student '{architecture}' reads int64 token ids (vocab_size is set) but "
+            f"dataset '{train.id}' holds {x_dtype} samples; upload integer token ids or leave "
+            "vocab_size out for float sequences."
         )
 
 
