@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,9 +14,12 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from catalog.students import ARCHITECTURES, FAMILIES, check_student_params
 
 # Mirrors distill's registries (a test keeps them equal): the gateway cannot
 # import the engine, yet must refuse an unknown name before a job is queued.
@@ -28,10 +30,6 @@ LOSS_PARAMS: dict[str, set[str]] = {
     "mse_logits": set(),
 }
 LOSSES_NEEDING_LABELS = {"ce"}
-STUDENT_ARCHITECTURES = ("mlp", "cnn1d")
-# The zoo's defaults and parameter names, as distill.students builds them.
-MLP_DEFAULTS: dict[str, Any] = {"hidden": [64], "dropout": 0.0}
-CNN1D_DEFAULTS: dict[str, Any] = {"channels": 16, "layers": 2, "kernel_size": 3}
 # The spec fields that name datasets, in the order a job uses them.
 DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -50,18 +48,33 @@ class StudentSpec(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["architecture"]}, {"required": ["model_id"]}]},
     )
     architecture: str | None = Field(
-        default=None, json_schema_extra={"enum": [*STUDENT_ARCHITECTURES, None]}
+        default=None, json_schema_extra={"enum": [*ARCHITECTURES, None]}
     )
+    # The family's parameters (catalog/students.py; GET /v1/students lists their schemas),
+    # validated here so a bad one is a 422 at submission, kept as the client sent them.
     params: dict[str, Any] = Field(default_factory=dict)
     model_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        if value is not None and value not in FAMILIES:
+            valid = ", ".join(ARCHITECTURES)
+            raise ValueError(f"unknown student architecture '{value}'; valid: {valid}")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _family_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        architecture = info.data.get("architecture")
+        if architecture is not None:
+            check_student_params(architecture, value)
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentSpec:
         if (self.architecture is None) == (self.model_id is None):
             raise ValueError("student needs exactly one of 'architecture' or 'model_id'")
-        if self.architecture is not None and self.architecture not in STUDENT_ARCHITECTURES:
-            valid = ", ".join(STUDENT_ARCHITECTURES)
-            raise ValueError(f"unknown student architecture '{self.architecture}'; valid: {valid}")
         return self
 
 
@@ -211,6 +224,11 @@ class JobCreate(BaseModel):
                 "teacher_outputs to 'online' (the teacher then sees each augmented batch) or "
                 "augment_noise to 0"
             )
+        if self.training.augment_noise > 0 and self.student.params.get("vocab_size") is not None:
+            raise ValueError(
+                "training.augment_noise adds Gaussian noise to float inputs but the student "
+                "reads token ids (student.params.vocab_size is set); set augment_noise to 0"
+            )
         return self
 
     @property
@@ -249,68 +267,3 @@ AnyJobCreate = Annotated[
     Annotated[JobCreate, Tag("distill")] | Annotated[InferenceJobCreate, Tag("inference")],
     Discriminator(job_kind_of),
 ]
-
-
-# The student's size, counted before a job is queued. The gateway cannot build the model
-# (no torch there), so each zoo family's parameter count is written out here, layer by
-# layer as distill.students builds it; a test holds them equal to the real models'.
-
-
-def _width(value: Any) -> int | None:
-    """A layer width as the zoo would take it; JSON's 1e6 counts as 1,000,000 here, so a
-    huge student is refused for its size (the worker refuses a float width with a sentence)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value < 1 or value != int(value):
-        return None
-    return int(value)
-
-
-def _mlp_params(params: dict[str, Any], shape: Sequence[int], classes: int) -> int | None:
-    """Linear(in, h) per hidden width, then Linear(last, classes); weights plus biases."""
-    hidden = params.get("hidden", MLP_DEFAULTS["hidden"])
-    if not isinstance(hidden, list):
-        return None
-    widths = [_width(h) for h in hidden]
-    if any(w is None for w in widths):
-        return None
-    count, fan_in = 0, math.prod(shape)
-    for width in [w for w in widths if w is not None] + [classes]:
-        count += fan_in * width + width
-        fan_in = width
-    return count
-
-
-def _cnn1d_params(params: dict[str, Any], shape: Sequence[int], classes: int) -> int | None:
-    """Per layer Conv1d(c_in, channels, k, bias=False) and BatchNorm1d (weight, bias; its
-    running statistics are buffers), then Linear(channels, classes)."""
-    values = {key: _width(params.get(key, d)) for key, d in CNN1D_DEFAULTS.items()}
-    channels, layers, kernel = values["channels"], values["layers"], values["kernel_size"]
-    if channels is None or layers is None or kernel is None or len(shape) > 2:
-        return None
-    count, c_in = 0, shape[0] if len(shape) == 2 else 1  # a flat sample is one channel
-    for _ in range(layers):
-        count += c_in * channels * kernel + 2 * channels
-        c_in = channels
-    return count + channels * classes + classes
-
-
-STUDENT_PARAM_COUNTS: dict[str, Callable[[dict[str, Any], Sequence[int], int], int | None]] = {
-    "mlp": _mlp_params,
-    "cnn1d": _cnn1d_params,
-}
-ZOO_PARAMS = {"mlp": set(MLP_DEFAULTS), "cnn1d": set(CNN1D_DEFAULTS)}
-
-
-def student_param_count(
-    architecture: str, params: dict[str, Any], sample_shape: Sequence[int], num_classes: int
-) -> int | None:
-    """The zoo student's parameter count for samples of `sample_shape` and `num_classes`
-    outputs; None when the params are not a model the zoo builds (the worker then fails
-    the job with the zoo's own sentence)."""
-    count = STUDENT_PARAM_COUNTS.get(architecture)
-    if count is None or not isinstance(params, dict) or set(params) - ZOO_PARAMS[architecture]:
-        return None
-    if not sample_shape or any(int(d) < 1 for d in sample_shape) or num_classes < 1:
-        return None
-    return count(params, [int(d) for d in sample_shape], num_classes)

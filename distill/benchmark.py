@@ -31,7 +31,8 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
-from distill.teachers import check_io, fit_samples, make_session
+from distill.students import input_dtype
+from distill.teachers import cast_inputs, check_io, fit_samples, make_session
 
 MIN_LATENCY_RUNS, MAX_LATENCY_RUNS, MIN_BATCH_RUNS = 20, 10_000, 3
 # Distinct single-sample inputs cycled through by the latency runs: enough to not measure one
@@ -170,7 +171,7 @@ def measure_onnx(
     data = model if isinstance(model, bytes) else read_onnx(model)[0]
     session = make_session(data, device, threads)
     name, shape, dtype = check_io(session)
-    x: np.ndarray = fit_samples(sample, shape[1:], "model").astype(dtype)  # (n, ...)
+    x: np.ndarray = cast_inputs(fit_samples(sample, shape[1:], "model"), dtype, "model")  # (n, ...)
     fixed = shape[0]  # None: a dynamic batch dim
     batch, latency_batch = fixed or batch, fixed or 1
     singles = [_rows(x[i:], latency_batch) for i in range(min(len(x), MAX_DISTINCT))]
@@ -218,7 +219,10 @@ def measure_torch(
     # A torch.export program's module has no train/eval switch (it was exported in one mode).
     with contextlib.suppress(NotImplementedError):
         model.eval()
-    dtype = next(model.parameters(), torch.empty(0)).dtype
+    # A token student reads int64 ids; any other model its parameters' float type.
+    dtype = input_dtype(model)
+    if dtype != torch.int64:
+        dtype = next(model.parameters(), torch.empty(0)).dtype
     x = torch.from_numpy(np.ascontiguousarray(sample)).to(device=device, dtype=dtype)  # (n, ...)
     singles = [x[i : i + 1] for i in range(min(len(x), MAX_DISTINCT))]  # (1, ...) each
     full = x[torch.arange(batch, device=x.device) % len(x)].contiguous()  # (batch, ...)

@@ -14,6 +14,7 @@ from torch import nn
 from distill.batches import Rows
 from distill.errors import DistillError
 from distill.losses import WeightedLoss
+from distill.students import check_token_ids, input_dtype
 
 # Validation set: inputs (M, ...), labels (M,) or None, teacher logits (M, C) or None.
 ValData = tuple[np.ndarray | Rows, np.ndarray | None, np.ndarray | None]
@@ -24,8 +25,8 @@ def _output_width(student: nn.Module, x: np.ndarray | Rows, device: torch.device
     student.eval()
     try:
         with torch.no_grad():
-            sample = np.ascontiguousarray(x[:2], dtype=np.float32)
-            out = student(torch.from_numpy(sample).to(device))  # (2, C)
+            sample = torch.from_numpy(np.ascontiguousarray(x[:2]))  # (2, ...)
+            out = student(sample.to(device, input_dtype(student)))  # (2, C)
     except RuntimeError as exc:
         raise DistillError(
             f"The student cannot take samples of shape {list(x.shape[1:])} ({exc}); build it "
@@ -76,9 +77,11 @@ def _check_teacher(
     x: np.ndarray | Rows,
     width: int,
     device: torch.device,
+    dtype: torch.dtype,
 ) -> None:
-    """An online teacher answers a 2-sample batch with (2, C) logits, C the student's width."""
-    sample = torch.from_numpy(np.ascontiguousarray(x[:2], dtype=np.float32)).to(device)
+    """An online teacher answers a 2-sample batch with (2, C) logits, C the student's width;
+    the batch has the type the student reads (and the teacher gets in training)."""
+    sample = torch.from_numpy(np.ascontiguousarray(x[:2])).to(device, dtype)
     try:
         with torch.no_grad():
             out = teacher(sample)  # (2, C)
@@ -111,6 +114,7 @@ def validate_inputs(
         raise DistillError(
             f"The training inputs have shape {list(x.shape)}; they must be (N, ...) with N > 0."
         )
+    check_token_ids(student, x, "training")
     width = _output_width(student, x, device)
     _check_arrays(x, y, teacher_logits, width, "training")
     if loss.needs_labels and (y is None or not (y >= 0).any()):
@@ -119,7 +123,7 @@ def validate_inputs(
             "sample; upload labels or drop that term."
         )
     if teacher is not None:
-        _check_teacher(teacher, x, width, device)
+        _check_teacher(teacher, x, width, device, input_dtype(student))
     elif loss.needs_teacher and teacher_logits is None:
         raise DistillError(
             "The loss has a term that needs the teacher (e.g. 'kd') but no teacher logits were "
@@ -132,5 +136,6 @@ def validate_inputs(
                 f"The validation inputs have shape {list(xv.shape)} but training samples have "
                 f"shape {list(x.shape[1:])}; give a non-empty validation set of the same shape."
             )
+        check_token_ids(student, xv, "validation")
         _check_arrays(xv, yv, tv, width, "validation")
     return width

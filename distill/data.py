@@ -70,6 +70,8 @@ def _check_x(x: np.ndarray) -> np.ndarray:
             f'The array "x" has shape {x.shape}; it must be (N, ...) with N > 0 samples and at '
             "least one feature per sample."
         )
+    if x.dtype.kind in "biu":  # integers (token ids, pixel values) stay exact, as int64
+        return x.astype(np.int64, copy=False)
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())

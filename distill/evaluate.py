@@ -10,6 +10,7 @@ from torch import nn
 
 from distill.batches import Rows
 from distill.errors import DistillError
+from distill.students import input_dtype
 
 
 def predict_logits(
@@ -17,12 +18,12 @@ def predict_logits(
 ) -> np.ndarray:
     """Model logits (N, C) float32, in eval mode without gradients."""
     model.eval().to(device)
+    dtype = input_dtype(model)  # int64 token ids stay integers
     chunks: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            xb = torch.from_numpy(
-                np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)
-            ).to(device)
+            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
+            xb = xb.to(device, dtype)  # (b, ...)
             chunks.append(model(xb).float().cpu().numpy())  # (b, C)
     if not chunks:
         raise DistillError("There are no samples to predict on; give a non-empty data set.")

@@ -17,7 +17,7 @@ from torch import nn
 from distill.batches import Rows
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
-from distill.students import build_student
+from distill.students import build_student, example_input, input_dtype
 from distill.teachers import ModelInfo, check_io, fit_samples, make_session, padded_batches
 
 SPEC_KEY = "stillhouse_spec"
@@ -111,7 +111,7 @@ def inspect_safetensors(path: str | os.PathLike, spec: dict[str, Any] | None) ->
     model = _build_and_load(path, spec, "cpu")
     sample_shape = [int(d) for d in spec["input_shape"]]
     with torch.no_grad():
-        out = model(torch.zeros(2, *sample_shape))  # (2, C)
+        out = model(torch.zeros(2, *sample_shape, dtype=input_dtype(model)))  # (2, C)
     return ModelInfo(
         format="safetensors",
         input_shape=[None, *sample_shape],
@@ -124,7 +124,7 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.
     """Export to ONNX with a dynamic batch dim (input "input", output "logits") and check that
     ONNX Runtime agrees with torch within 1e-4."""
     model = model.cpu().eval()
-    example = torch.randn(3, *sample_shape, generator=torch.Generator().manual_seed(0))
+    example = example_input(model, 3, tuple(sample_shape), seed=0)  # float32 or int64 ids
     batch = torch.export.Dim("batch", min=1)
     try:
         with warnings.catch_warnings():
@@ -146,7 +146,7 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.
             "report this with the student architecture."
         ) from exc
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    check = torch.randn(5, *sample_shape, generator=torch.Generator().manual_seed(1))
+    check = example_input(model, 5, tuple(sample_shape), seed=1)
     with torch.no_grad():
         expected = model(check).numpy()  # (5, C)
     (got,) = session.run(["logits"], {"input": check.numpy()})
@@ -164,7 +164,7 @@ def parity_max_abs_diff(
 
     export_onnx checks 5 random rows; this runs real data (e.g. the validation set), where
     ranges random inputs never reach (a BatchNorm's extreme statistics, large activations)
-    would show a divergence. Both run on CPU in float32; the model is moved to CPU and put in
+    would show a divergence. Both run on CPU in float32 (int64 ids for a token student); the model is moved to CPU and put in
     eval mode. inf when either side gives a non-finite output the other does not match."""
     if len(x) == 0:
         raise DistillError("There are no samples to compare the export on; give a non-empty set.")
@@ -172,7 +172,10 @@ def parity_max_abs_diff(
     session = make_session(read_onnx(onnx_path)[0], "cpu")
     name, shape, dtype = check_io(session)
     rows = fit_samples(np.asarray(x), shape[1:], "model")  # (N, ...)
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    # The model's own input type: int64 ids for a token student (never cast to float).
+    rows = np.ascontiguousarray(
+        rows, dtype=np.int64 if input_dtype(model) == torch.int64 else np.float32
+    )
     worst = 0.0
     with torch.inference_mode():
         for xb, n in padded_batches(rows, shape[0], batch_size):  # (b, ...), n real rows

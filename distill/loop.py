@@ -43,6 +43,7 @@ from distill.selection import (
     update_best,
     update_stop,
 )
+from distill.students import input_dtype
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 __all__ = ["LR_SCHEDULES", "EarlyStopping", "TrainConfig", "TrainResult", "train"]
@@ -191,9 +192,12 @@ def _to_device(
     return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device, dtype)
 
 
-def _rows_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host batch as a float32 device tensor (int64 x is cast at this point of use)."""
-    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device)
+def _rows_tensor(
+    rows: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A host batch as a device tensor of `dtype`: float32, or int64 for a student that reads
+    token ids (distill.students.input_dtype); the cast happens here, at the point of use."""
+    return torch.from_numpy(np.ascontiguousarray(rows)).to(device, dtype)
 
 
 @torch.no_grad()
@@ -207,10 +211,13 @@ def _val_stats(
     """Validation metrics as 0-d device tensors (no host sync here). y has a labeled row."""
     student.eval()
     with autocast():
-        device = next(student.parameters()).device
+        device, dtype = next(student.parameters()).device, input_dtype(student)
         chunks = (x[i : i + 1024] for i in range(0, len(x), 1024))  # streamed when x is Rows
         logits = torch.cat(
-            [student(c if isinstance(c, torch.Tensor) else _rows_tensor(c, device)) for c in chunks]
+            [
+                student(c if isinstance(c, torch.Tensor) else _rows_tensor(c, device, dtype))
+                for c in chunks
+            ]
         )  # (N, C)
     logits = logits.float()
     student.train()
@@ -289,6 +296,11 @@ def train(
             "augment_noise needs an online teacher when the loss has a teacher term: cached "
             "teacher logits describe the un-augmented inputs; pass TrainConfig(teacher=...)."
         )
+    if config.augment_noise > 0 and input_dtype(student) == torch.int64:
+        raise DistillError(
+            "augment_noise adds Gaussian noise to float inputs but this student reads token "
+            "ids (vocab_size is set); set augment_noise to 0."
+        )
     width = validate_inputs(student, x, y, teacher_logits, loss, val, device, teacher=online)
     apply_class_weights(loss, class_weights(config.class_weights, y, width), device)
     torch.manual_seed(config.seed)
@@ -299,6 +311,7 @@ def train(
         else contextlib.nullcontext
     )
 
+    x_dtype = input_dtype(student)  # int64 token ids for an embedding student, else float32
     stream: BlockStream | None = None
     X: torch.Tensor | None
     if isinstance(x, Rows):  # larger than memory: rows come from the files per step
@@ -310,7 +323,7 @@ def train(
         stream = BlockStream(named, config.batch_size)
         X = torch.empty((len(x), 0), device=device)  # (N, 0): only its length is read
     else:  # the whole data set moves to the device once; a step only indexes it.
-        X = _to_device(x, torch.float32, device)  # (N, ...)
+        X = _to_device(x, x_dtype, device)  # (N, ...)
     assert X is not None
     labeled_total = int((y >= 0).sum()) if y is not None else 0
     # An all -1 label array is the same as none: no label term, no train accuracy.
@@ -325,7 +338,7 @@ def train(
         xv, yv, tv = val
         has_labels = yv is not None and bool((yv >= 0).any())
         val_t = (
-            xv if isinstance(xv, Rows) else _rows_tensor(xv, device),  # (M, ...)
+            xv if isinstance(xv, Rows) else _rows_tensor(xv, device, x_dtype),  # (M, ...)
             _to_device(yv, torch.int64, device) if has_labels else None,  # (M,)
             _to_device(tv, torch.float32, device),
         )  # (M, C)
@@ -383,7 +396,7 @@ def train(
                     rows = next(batches)
                     idx = torch.from_numpy(rows["i"]).to(device)  # (B,)
                     perm[start : start + len(idx)] = idx  # the order, for train accuracy
-                    xb = _rows_tensor(rows["x"], device)  # (B, ...)
+                    xb = _rows_tensor(rows["x"], device, x_dtype)  # (B, ...)
                     tb = _rows_tensor(rows["t"], device) if "t" in rows else None  # (B, C)
                 if noise_gen is not None:
                     xb.add_(torch.randn(xb.shape, generator=noise_gen, device=device), alpha=noise)

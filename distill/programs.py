@@ -60,6 +60,12 @@ def inspect_torch_program(path: str | os.PathLike[str], fmt: str) -> ModelInfo:
     )
 
 
+def _floats(x: torch.Tensor) -> torch.Tensor:
+    """A program's input is float32: integer data (pixels kept as int64) is cast, as it was
+    before integer arrays were kept exact; float data passes as is."""
+    return x if x.is_floating_point() else x.float()
+
+
 class ProgramTeacher:
     def __init__(self, path: str | os.PathLike[str], fmt: str, device: str = "cpu") -> None:
         self.device = device
@@ -69,10 +75,10 @@ class ProgramTeacher:
         outputs = []
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                batch = torch.from_numpy(x[start : start + batch_size]).to(self.device)
+                batch = _floats(torch.from_numpy(x[start : start + batch_size])).to(self.device)
                 outputs.append(self.program(batch).float().cpu().numpy())
         return np.concatenate(outputs).astype(np.float32)  # (N, C)
 
     def torch_logits(self, xb: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) float32 on xb's device, for online KD (call it under no_grad)."""
-        return self.program(xb.to(self.device)).float().to(xb.device)
+        return self.program(_floats(xb).to(self.device)).float().to(xb.device)

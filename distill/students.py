@@ -1,4 +1,5 @@
-"""The student zoo: small architectures built by name from a JSON-able params dict."""
+"""The student zoo: small architectures built by name from a JSON-able params dict, parsed
+with the family's schema in catalog/students.py (the gateway validates with the same one)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,20 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from catalog.students import StudentParams, parse_params, shape_problem, unknown_param_sentence
 from distill.errors import DistillError
-
-
-def _check_keys(architecture: str, params: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise DistillError(
-            f"Unknown parameter {unknown[0]!r} for student architecture {architecture!r}; "
-            f"valid parameters are: {', '.join(sorted(allowed))}."
-        )
-
-
-def _positive_int(architecture: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DistillError(
-            f"The parameter {key!r} of student architecture {architecture!r} must be a positive "
-            f"integer, got {value!r}."
-        )
-    return value
+from distill.student_nets import CNN2d, GRUNet, TransformerNet
 
 
 class MLP(nn.Module):
     """Flatten -> [Linear -> ReLU -> Dropout?] * len(hidden) -> Linear."""
+
+    token_input = False
 
     def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float):
         super().__init__()
@@ -45,9 +34,16 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
+        # The feature layer: the last hidden activation (B, hidden[-1]). An Identity beside
+        # `net`, not in it, so the state-dict keys (net.1.weight, ...) stay those of saved
+        # models.
+        self.hidden = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, C)
-        return self.net(x)
+        *body, head = self.net
+        for layer in body:
+            x = layer(x)
+        return head(self.hidden(x))  # (B, hidden[-1]) -> (B, C)
 
 
 class CNN1d(nn.Module):
@@ -55,6 +51,8 @@ class CNN1d(nn.Module):
 
     A flat sample of length L is read as one channel (1, L); a 2-D sample (C, L) as is.
     """
+
+    token_input = False
 
     def __init__(
         self,
@@ -85,51 +83,35 @@ class CNN1d(nn.Module):
         return self.head(h.mean(dim=2))  # (B, channels) -> (B, num_classes)
 
 
-def _build_mlp(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    _check_keys("mlp", params, {"hidden", "dropout"})
-    hidden = params.get("hidden", [64])
-    if not isinstance(hidden, list | tuple):
-        raise DistillError(
-            f"The parameter 'hidden' of student architecture 'mlp' must be a list of layer "
-            f"widths, got {hidden!r}."
-        )
-    hidden = [_positive_int("mlp", "hidden", h) for h in hidden]
-    dropout = params.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise DistillError(
-            f"The parameter 'dropout' of student architecture 'mlp' must be a number in [0, 1), "
-            f"got {dropout!r}."
-        )
-    return MLP(math.prod(input_shape), hidden, num_classes, float(dropout))
-
-
-def _build_cnn1d(
-    params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
-) -> nn.Module:
-    _check_keys("cnn1d", params, {"channels", "layers", "kernel_size"})
-    channels = _positive_int("cnn1d", "channels", params.get("channels", 16))
-    layers = _positive_int("cnn1d", "layers", params.get("layers", 2))
-    kernel_size = _positive_int("cnn1d", "kernel_size", params.get("kernel_size", 3))
-    if len(input_shape) > 2:
-        raise DistillError(
-            f"The student architecture 'cnn1d' takes samples of shape (L,) or (C, L), got "
-            f"{tuple(input_shape)}; flatten the samples or use 'mlp'."
-        )
-    return CNN1d(tuple(input_shape), channels, layers, kernel_size, num_classes)
-
-
-Builder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
+Builder = Callable[[Any, tuple[int, ...], int], nn.Module]
 
 STUDENTS: dict[str, Builder] = {
-    "mlp": _build_mlp,
-    "cnn1d": _build_cnn1d,
+    "mlp": lambda p, shape, classes: MLP(math.prod(shape), p.hidden, classes, p.dropout),
+    "cnn1d": lambda p, shape, classes: CNN1d(shape, p.channels, p.layers, p.kernel_size, classes),
+    "cnn2d": CNN2d,
+    "gru": GRUNet,
+    "transformer": TransformerNet,
 }
 
 
-def build_student(
-    architecture: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
-) -> nn.Module:
-    """Build a zoo student for samples of `input_shape` (no batch dim) and `num_classes` outputs."""
+def _params_sentence(architecture: str, exc: ValidationError) -> str:
+    """pydantic's first error as one sentence, naming the parameter."""
+    error = exc.errors()[0]
+    # ("hidden", 0) reads as hidden[0]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])[1:]
+    if error.get("type") == "extra_forbidden":
+        sentence = unknown_param_sentence(architecture, field)
+        return sentence[0].upper() + sentence[1:] + "."
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if not field:
+        return f"The parameters of student architecture {architecture!r} are invalid: {message}."
+    return (
+        f"The parameter {field!r} of student architecture {architecture!r} is invalid: {message}."
+    )
+
+
+def parse_student_params(architecture: str, params: dict[str, Any]) -> StudentParams:
+    """The family's parsed parameters, or a DistillError sentence for a bad one."""
     if architecture not in STUDENTS:
         raise DistillError(
             f"Unknown student architecture {architecture!r}; valid architectures are: "
@@ -137,6 +119,17 @@ def build_student(
         )
     if not isinstance(params, dict):
         raise DistillError(f"Student params must be a JSON object (dict), got {params!r}.")
+    try:
+        return parse_params(architecture, params)
+    except ValidationError as exc:
+        raise DistillError(_params_sentence(architecture, exc)) from exc
+
+
+def build_student(
+    architecture: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
+    """Build a zoo student for samples of `input_shape` (no batch dim) and `num_classes` outputs."""
+    parsed = parse_student_params(architecture, params)
     try:
         shape = tuple(operator.index(d) for d in input_shape)
     except TypeError:
@@ -150,7 +143,48 @@ def build_student(
         raise DistillError(
             f"The number of classes must be a positive integer, got {num_classes!r}."
         )
-    return STUDENTS[architecture](params, shape, num_classes)
+    problem = shape_problem(architecture, parsed, shape)
+    if problem is not None:
+        raise DistillError(problem)
+    return STUDENTS[architecture](parsed, shape, num_classes)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """What the model's input is: int64 token ids for a student built with vocab_size
+    (its first layer an Embedding), else float32."""
+    return torch.int64 if getattr(model, "token_input", False) else torch.float32
+
+
+def example_input(model: nn.Module, n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """`n` seeded sample rows (n, *shape) the model takes: standard normal floats, or
+    token ids drawn uniformly from 0..vocab_size-1 for a token student."""
+    generator = torch.Generator().manual_seed(seed)
+    if getattr(model, "token_input", False):
+        vocab = next(m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding))
+        return torch.randint(0, vocab, (n, *shape), generator=generator)
+    return torch.randn(n, *shape, generator=generator)
+
+
+def check_token_ids(model: nn.Module, x: Any, what: str, chunk: int = 1 << 20) -> None:
+    """Token ids must be integers in 0..vocab_size-1: an id out of range would index past
+    the embedding (a device-side assert on CUDA). Reads x in chunks (it may be mapped)."""
+    if not getattr(model, "token_input", False):
+        return
+    vocab = next(m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding))
+    if x.dtype.kind not in "iu":
+        raise DistillError(
+            f"The student reads token ids (vocab_size {vocab}) but the {what} inputs are "
+            f"{x.dtype}; upload integer ids, or leave vocab_size out for float sequences."
+        )
+    per_row = max(1, math.prod(x.shape[1:]))
+    rows = max(1, chunk // per_row)
+    for start in range(0, len(x), rows):
+        part = np.asarray(x[start : start + rows])  # (b, ...): an array or a mapped file's rows
+        if part.size and (int(part.min()) < 0 or int(part.max()) >= vocab):
+            raise DistillError(
+                f"The {what} inputs hold token ids in [{int(part.min())}, {int(part.max())}] "
+                f"but the student's vocab_size is {vocab}; set vocab_size above the largest id."
+            )
 
 
 def count_params(model: nn.Module) -> int:

@@ -20,6 +20,8 @@ _FLOAT_TYPES = {
     "tensor(double)": np.float64,
     "tensor(float16)": np.float16,
 }
+# The input types a model may have: floats, or int64 token ids (a text model's input).
+_INPUT_TYPES = {**_FLOAT_TYPES, "tensor(int64)": np.int64}
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class ModelInfo:
     input_shape: list[int | None]  # batch dim first; None for dynamic dims
     output_shape: list[int | None]
     num_params: int  # ONNX: sum of initializer element counts
+    input_dtype: str = "float32"  # what the model reads: a float type, or "int64" token ids
 
 
 def _dims(shape: list[int | str | None]) -> list[int | None]:
@@ -81,12 +84,12 @@ def check_io(session: ort.InferenceSession) -> tuple[str, list[int | None], type
         names = ", ".join(i.name for i in inputs)
         raise DistillError(
             f"The teacher model has {len(inputs)} inputs ({names}); Stillhouse needs exactly one "
-            "float input. Re-export the model with a single input tensor."
+            "float or int64 input. Re-export the model with a single input tensor."
         )
-    if inputs[0].type not in _FLOAT_TYPES:
+    if inputs[0].type not in _INPUT_TYPES:
         raise DistillError(
             f"The teacher model's input has type {inputs[0].type}; Stillhouse needs a float "
-            "input (float32, float16 or double)."
+            "input (float32, float16 or double) or int64 token ids."
         )
     if not outputs:
         raise DistillError("The teacher model has no outputs; its first output must be logits.")
@@ -95,7 +98,7 @@ def check_io(session: ort.InferenceSession) -> tuple[str, list[int | None], type
         raise DistillError(
             "The teacher model's input is a scalar; it needs a batch dimension first."
         )
-    return inputs[0].name, shape, _FLOAT_TYPES[inputs[0].type]
+    return inputs[0].name, shape, _INPUT_TYPES[inputs[0].type]
 
 
 def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
@@ -117,14 +120,29 @@ def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
             f"The teacher model's input shape {teacher.input_shape} has dynamic dimensions "
             "besides the batch; export it with fixed sample dimensions."
         )
-    zeros = np.zeros((batch, *(int(d) for d in feature if d is not None)), dtype=np.float32)
+    # Zeros in the model's input type (id 0 is a valid token for an int64 input).
+    zeros: np.ndarray = np.zeros(
+        (batch, *(int(d) for d in feature if d is not None)), dtype=teacher.dtype
+    )
     out = teacher.run_raw(zeros)
     return ModelInfo(
         format="onnx",
         input_shape=teacher.input_shape,
         output_shape=[teacher.input_shape[0], *out.shape[1:]],
         num_params=int(num_params),
+        input_dtype=np.dtype(teacher.dtype).name,
     )
+
+
+def cast_inputs(x: np.ndarray, dtype: type, owner: str) -> np.ndarray:
+    """x in the model's input type. Floats and integers become a float model's type; a
+    token model (int64 input) takes integer ids only: floats are refused, never rounded."""
+    if np.dtype(dtype).kind in "iu" and x.dtype.kind not in "iub":
+        raise DistillError(
+            f"The {owner} reads int64 token ids but the data holds {x.dtype} samples; upload "
+            "the token ids as integers."
+        )
+    return x.astype(dtype, copy=False)
 
 
 def fit_samples(x: np.ndarray, feature: list[int | None], owner: str) -> np.ndarray:
@@ -175,13 +193,14 @@ class OnnxTeacher:
         # see session_options.
         data = checked_bytes if checked_bytes is not None else read_onnx(path)[0]
         self.session = make_session(data, device, threads, spin)
-        self.input_name, self.input_shape, self._dtype = check_io(self.session)
+        self.input_name, self.input_shape, self.dtype = check_io(self.session)
         self.output_name = self.session.get_outputs()[0].name
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """One session run on a batch already in the model's shape."""
+        feed = {self.input_name: cast_inputs(x, self.dtype, "teacher")}
         try:
-            (out,) = self.session.run([self.output_name], {self.input_name: x.astype(self._dtype)})
+            (out,) = self.session.run([self.output_name], feed)
         except Exception as exc:
             raise DistillError(
                 f"The teacher model failed on a batch of shape {list(x.shape)} "
@@ -194,7 +213,8 @@ class OnnxTeacher:
         """Teacher logits (N, C) float32 for inputs x (N, ...)."""
         if len(x) == 0:
             raise DistillError("There are no samples to run the teacher on; upload a data set.")
-        x = fit_samples(np.asarray(x, dtype=np.float32), self.input_shape[1:], "teacher")
+        # Kept in its own type (int64 token ids stay integers); run_raw casts per batch.
+        x = fit_samples(np.asarray(x), self.input_shape[1:], "teacher")
         chunks: list[np.ndarray] = []
         for batch, n in padded_batches(x, self.input_shape[0], batch_size):
             out = self.run_raw(batch)[:n]  # (n, C, ...)

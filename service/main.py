@@ -18,6 +18,7 @@ from core.config import Settings, get_settings
 from core.db import make_async_engine, make_async_sessionmaker
 from core.replies import reply_channel
 from core.storage import ArtifactStore
+from service.catalog.students import router as students_router
 from service.datasets.endpoints import router as datasets_router
 from service.errors import install_error_handlers
 from service.fleet.endpoints import router as fleet_router
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_upload_bytes=settings.max_upload_bytes,
         max_json_bytes=settings.max_json_bytes,
     )
-    for router in (models_router, datasets_router, jobs_router, fleet_router):
+    for router in (models_router, datasets_router, jobs_router, fleet_router, students_router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

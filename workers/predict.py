@@ -29,6 +29,7 @@ from core.queues import TaskName
 from core.replies import INTERNAL, INVALID_INPUT, Record, ReplyChannel, reply_channel
 from distill.errors import DistillError
 from distill.export import load_student
+from distill.students import input_dtype
 from distill.teachers import OnnxTeacher, padded_batches
 from workers.context import WorkerContext, context
 from workers.task import stillhouse_task
@@ -67,8 +68,14 @@ class TorchRunner:
         self.device = device
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        dtype = input_dtype(self.model)
+        if dtype == torch.int64 and x.dtype.kind not in "iu":
+            raise DistillError(
+                "The model reads integer token ids but the inputs hold fractional numbers; "
+                "send the ids as integers."
+            )
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(x).to(self.device))
+            out = self.model(torch.from_numpy(x).to(self.device, dtype))
         return out.detach().cpu().numpy()
 
 
@@ -119,7 +126,9 @@ def compute(runner: Runner, record: Record, worker_id: str) -> Record:
     """The model's first output on the request's inputs and, for a classifier's 2-D
     output, the argmax of each row."""
     try:
-        x = np.asarray(record["inputs"], dtype=np.float32)
+        x = np.asarray(record["inputs"])
+        # Integers stay exact (token ids for an int64 model); each runner casts to its input.
+        x = x.astype(np.int64 if x.dtype.kind in "iu" else np.float32)
     except (TypeError, ValueError) as exc:
         raise DistillError(f"The inputs are not an array of numbers ({exc}).") from exc
     out = np.asarray(runner.run(x))

@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from catalog.students import param_count, parse_params, shape_problem
 from core import lifecycle, repository
 from core.config import Settings
 from core.dispatch import Message, stage_message
 from core.models import Dataset, Job, JobStage, Model, new_id, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, ResourceStatus, Stage
-from core.spec import DATASET_FIELDS, InferenceJobCreate, JobCreate, student_param_count
+from core.spec import DATASET_FIELDS, InferenceJobCreate, JobCreate
 from core.stages import job_kind, pipeline_of, place
 from service.errors import Conflict, NotFound, Unprocessable
 
@@ -109,6 +110,26 @@ async def _check_student(
     return student
 
 
+def _check_family_fits(body: JobCreate, train: Dataset) -> None:
+    """The zoo family takes the data's samples: their shape, and token ids (int64) for a
+    student built with vocab_size. An unknown dtype (a dataset inspected before canonical
+    arrays were recorded) is left to the engine, which checks the ids again."""
+    architecture = body.student.architecture or ""
+    parsed = parse_params(architecture, body.student.params)  # validated with the spec
+    problem = shape_problem(architecture, parsed, train.sample_shape or [])
+    if problem is not None:
+        raise Unprocessable(problem)
+    # A float student may read integer data (pixels, counts) as floats; a token student
+    # cannot read float data as ids.
+    x_dtype = (train.arrays or {}).get("x_dtype")
+    if getattr(parsed, "vocab_size", None) is not None and x_dtype not in (None, "int64"):
+        raise Unprocessable(
+            f"The student '{architecture}' reads int64 token ids (vocab_size is set) but "
+            f"dataset '{train.id}' holds {x_dtype} samples; upload integer token ids or leave "
+            "vocab_size out for float sequences."
+        )
+
+
 def _check_size(
     body: JobCreate, teacher: Model, train: Dataset, student: Model | None, limit: int
 ) -> None:
@@ -118,7 +139,8 @@ def _check_size(
     if student is not None:
         count = student.num_params
     else:
-        count = student_param_count(
+        _check_family_fits(body, train)
+        count = param_count(
             body.student.architecture or "",
             body.student.params,
             train.sample_shape or [],

@@ -127,11 +127,20 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _all_integers(value: Any) -> bool:
+    """Every leaf of a nested list (already checked to be numbers) is a JSON integer."""
+    if type(value) is list:
+        return all(_all_integers(item) for item in value)
+    return type(value) is int
+
+
 def check_inputs(inputs: list[Any], row: Model) -> None:
     """Every sample has the model's per-sample shape (input_shape without the batch)."""
     if not row.input_shape:
         raise Unprocessable(f"Model '{row.id}' has no recorded input shape to check inputs by.")
     expected = list(row.input_shape[1:])
+    # A zoo student built with vocab_size reads int64 token ids: integers only.
+    tokens = (row.spec or {}).get("params", {}).get("vocab_size") is not None
     for index, sample in enumerate(inputs):
         got = _shape(sample)
         if got is None:
@@ -146,6 +155,11 @@ def check_inputs(inputs: list[Any], row: Model) -> None:
             raise Unprocessable(
                 f"inputs[{index}] has shape {list(got)} but model '{row.id}' takes {expected} "
                 "per sample."
+            )
+        if tokens and not _all_integers(sample):
+            raise Unprocessable(
+                f"inputs[{index}] holds a number that is not an integer but model '{row.id}' "
+                "reads token ids; send the ids as integers."
             )
 
 

@@ -4,7 +4,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.spec import POOL_NAME, STUDENT_ARCHITECTURES
+from catalog.students import ARCHITECTURES
+from core.spec import POOL_NAME
 from service.errors import explain_pattern
 from service.schemas import UtcDatetime
 
@@ -46,10 +47,8 @@ class ZooSpec(BaseModel):
     @field_validator("architecture")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in STUDENT_ARCHITECTURES:
-            raise ValueError(
-                f"unknown architecture '{value}'; valid: {', '.join(STUDENT_ARCHITECTURES)}"
-            )
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture '{value}'; valid: {', '.join(ARCHITECTURES)}")
         return value
 
     @field_validator("input_shape")

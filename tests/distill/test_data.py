@@ -22,7 +22,8 @@ def test_load_converts_dtypes(tmp_path: Path) -> None:
         tmp_path, x=np.arange(12, dtype=np.int16).reshape(3, 2, 2), y=np.array([0.0, 2.0, 1.0])
     )
     x, y = load_npz(path)
-    assert x.dtype == np.float32 and x.shape == (3, 2, 2)
+    # Integer inputs stay exact, as int64 (token ids); the model casts what it reads.
+    assert x.dtype == np.int64 and x.shape == (3, 2, 2) and x.ravel().tolist() == list(range(12))
     assert y is not None and y.dtype == np.int64 and y.tolist() == [0, 2, 1]
 
 

@@ -120,7 +120,7 @@ def test_bad_onnx_files(tmp_path: Path) -> None:
         inspect_onnx(junk)
     two = tmp_path / "two.onnx"
     gemm_model(two, "N", inputs=2)
-    with pytest.raises(DistillError, match="exactly one float input"):
+    with pytest.raises(DistillError, match="exactly one float or int64 input"):
         inspect_onnx(two)
 
 

@@ -140,13 +140,16 @@ def test_unlabeled_train_set_with_kd_only_is_accepted(client, auth, ids) -> None
     assert job["summary"]["student"]["accuracy"] > 0.8
 
 
-def test_bad_student_params_fail_the_job_with_a_sentence(client, auth, ids) -> None:
-    body = job_body(ids, student={"architecture": "mlp", "params": {"hidden": "wide"}})
-    response = client.post("/v1/jobs", headers=auth, json=body)
-    assert response.status_code == 202, response.text  # the zoo lives in the workers
-    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, {"succeeded", "failed"})
-    assert job["status"] == "failed"
-    assert "hidden" in job["error"] and "internal error" not in job["error"], job["error"]
+def test_bad_student_params_are_refused_at_submission(client, auth, ids) -> None:
+    """The family's schema (catalog.students) checks params before a job exists."""
+    cases = [
+        ({"hidden": "wide"}, ["student.params.hidden: Input should be a valid list"]),
+        ({"hidden": [0]}, ["student.params.hidden.0", "greater than or equal to 1"]),
+        ({"width": 3}, ["student.params.width", "valid parameters: hidden, dropout"]),
+    ]
+    for params, fragments in cases:
+        body = job_body(ids, student={"architecture": "mlp", "params": params})
+        _refused(client, auth, body, *fragments)
 
 
 def test_augment_noise_needs_online_teacher_outputs(client, auth, ids) -> None:

@@ -115,8 +115,10 @@ def _run(path: Path, x: np.ndarray | Rows, batch_size: int = 1024) -> np.ndarray
     """Logits (N, C) from an ONNX file on the CPU."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    # The graph's own input type: int64 token ids for an embedding student, else float32.
+    dtype = np.int64 if session.get_inputs()[0].type == "tensor(int64)" else np.float32
     chunks = [
-        session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], np.float32)})[0]
+        session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], dtype)})[0]
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(chunks).astype(np.float32)  # (N, C)

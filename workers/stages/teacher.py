@@ -28,6 +28,7 @@ from distill.evaluate import predict_logits
 from distill.export import load_student
 from distill.npy_io import NpyWriter
 from distill.programs import ProgramTeacher
+from distill.students import input_dtype
 from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
 from workers.jobs import StopCheck, report_progress
@@ -63,7 +64,8 @@ class _ZooTeacher:
         return predict_logits(self.model, x, batch_size=batch_size, device=self.device)
 
     def torch_logits(self, xb: torch.Tensor) -> torch.Tensor:
-        return self.model(xb.to(self.device)).float().to(xb.device)  # (B, C)
+        inputs = xb.to(self.device, input_dtype(self.model))  # int64 ids for a token model
+        return self.model(inputs).float().to(xb.device)  # (B, C)
 
 
 def load_teacher(ctx: WorkerContext, row: Model) -> Teacher:
