@@ -24,6 +24,11 @@ def _dead_url() -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/stillhouse"
 
 
+# The catalog of student families and loss terms is code, not rows: past the key check,
+# these routes read no database.
+CATALOG = {"/v1/students", "/v1/losses"}
+
+
 def _requests(app: Any) -> list[tuple[str, str, dict[str, Any]]]:
     """One request per operation in the OpenAPI document, with a plausible body."""
     bodies: dict[tuple[str, str], dict[str, Any]] = {
@@ -67,6 +72,9 @@ def test_every_route_is_503_while_the_database_is_down(
             response = client.request(
                 method, path, headers={"Authorization": f"Bearer {key}"}, **kwargs
             )
+            if key_cached and path in CATALOG:  # no query behind it: it still answers
+                assert response.status_code == 200, (method, path, response.text)
+                continue
             assert response.status_code == 503, (method, path, response.text)
             assert response.json()["error"] == "unavailable", (method, path)
             assert "database" in response.json()["detail"]
