@@ -33,16 +33,7 @@ from distill.errors import DistillError
 from distill.losses import WeightedLoss
 from distill.schedule import LR_SCHEDULES, check_schedule
 from distill.schedule import make_scheduler as _schedule
-from distill.selection import (
-    EarlyStopping,
-    check_select,
-    copy_weights,
-    selection_metric,
-    stop_metric,
-    stop_reason,
-    update_best,
-    update_stop,
-)
+from distill.selection import EarlyStopping, Tracker, check_select, selected_record
 from distill.students import input_dtype
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -276,7 +267,7 @@ def train(
         done = check_resume(resume, config.epochs)
         if done == config.epochs:  # nothing left to run; the student gets the final weights
             restore(resume, student)
-            selected = _selected(config, resume.best, resume.best_model is not None)
+            selected = selected_record(config.select, resume.best, resume.best_model is not None)
             if selected is not None and resume.best_model is not None:
                 student.load_state_dict(resume.best_model)
             return TrainResult(
@@ -342,17 +333,14 @@ def train(
             _to_device(yv, torch.int64, device) if has_labels else None,  # (M,)
             _to_device(tv, torch.float32, device),
         )  # (M, C)
-    val_labels = val_t is not None and val_t[1] is not None
-    val_teacher = val_t is not None and val_t[2] is not None
-    chosen_by = selection_metric(config.select, val_labels, val_teacher)  # a val_* key or None
-    keep_best = config.select is not None and chosen_by is not None
-    rule = config.early_stopping
-    if rule is not None and val_t is None:
-        raise DistillError(
-            "early_stopping watches a validation metric but there is no validation set; give "
-            "one or drop early_stopping."
-        )
-    watched = stop_metric(rule, val_labels, val_teacher) if rule is not None else ""
+    tracker = Tracker(  # the best epoch (and its weights) and early stopping
+        config.select,
+        config.early_stopping,
+        val_labels=val_t is not None and val_t[1] is not None,
+        val_teacher=val_t is not None and val_t[2] is not None,
+        device=device,
+        resume=resume,
+    )
     n, bs = len(X), config.batch_size
     optimizer = make_optimizer(student, config)
     scheduler = make_scheduler(optimizer, config)
@@ -365,16 +353,11 @@ def train(
     student.train()
 
     history: list[EpochMetrics] = []
-    step, best = 0, None
-    best_weights: dict[str, torch.Tensor] | None = None  # on the device, when keep_best
-    stop_state: dict[str, Any] | None = None  # distill.selection.update_stop
-    early_stopped: dict[str, Any] | None = None
+    step = 0
     if resume is not None:
         # Last before the loop: the RNG state must be the one the next epoch started from.
         restore(resume, student, optimizer, scheduler)
-        step, best, stop_state = resume.step, resume.best, resume.early_stop
-        if keep_best and resume.best_model is not None:
-            best_weights = {k: v.to(device, copy=True) for k, v in resume.best_model.items()}
+        step = resume.step
     last_checkpoint = started
     with loss.assume_all_labeled(labeled_total == n):
         for epoch in range(done + 1, config.epochs + 1):
@@ -419,7 +402,7 @@ def train(
                 step_losses.append(total.detach())
                 step_losses.extend(v.detach() for v in parts.values())
                 if should_stop is not None and should_stop():
-                    return TrainResult(epoch - 1, step, True, history, done, best)
+                    return TrainResult(epoch - 1, step, True, history, done, tracker.best)
             if scheduler is not None:
                 scheduler.step()  # host-side floats: no sync
 
@@ -448,20 +431,12 @@ def train(
             if Y is not None:
                 values["train_accuracy"] = rest.pop(0) / labeled_total
             values.update(zip(val_stats, rest, strict=True))
-            improved = update_best(best, chosen_by, epoch, values)
-            if keep_best and improved is not best:
-                best_weights = copy_weights(student)  # a device copy: no host sync
-            best = improved
-            if rule is not None:
-                stop_state = update_stop(stop_state, rule, watched, epoch, values)
-                if stop_state["bad_epochs"] >= rule.patience:
-                    reason = stop_reason(rule, watched, stop_state, epoch)
-                    early_stopped = {"epoch": epoch, "metric": watched, "reason": reason}
+            stop = tracker.end_epoch(epoch, values, student)
             metrics = EpochMetrics(epoch=epoch, step=step, values=values)
             history.append(metrics)
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
-            if early_stopped is not None:
+            if stop:
                 break
             # One clock read per epoch; after the last epoch the caller saves the result instead.
             if (
@@ -476,32 +451,21 @@ def train(
                         scheduler,
                         epoch,
                         step,
-                        best,
-                        best_model=best_weights,
-                        early_stop=stop_state,
+                        tracker.best,
+                        best_model=tracker.weights,
+                        early_stop=tracker.stop_state,
                     )
                 )
                 last_checkpoint = time.monotonic()  # a slow save does not count as interval
-    selected = _selected(config, best, best_weights is not None)
-    if selected is not None and best_weights is not None:
-        student.load_state_dict(best_weights)
+    selected = tracker.finish(student)
     last = history[-1].epoch if history else done
     return TrainResult(
-        last, step, False, history, done, best, selected=selected, early_stopped=early_stopped
+        last,
+        step,
+        False,
+        history,
+        done,
+        tracker.best,
+        selected=selected,
+        early_stopped=tracker.early_stopped,
     )
-
-
-def _selected(
-    config: TrainConfig, best: dict[str, Any] | None, have_weights: bool
-) -> dict[str, Any] | None:
-    """{"epoch", "by"[, "note"]} for the weights train() leaves in the model, or None when
-    they are the last epoch's (no select, or no validation figure to select by)."""
-    if config.select is None or best is None or not have_weights:
-        return None
-    by = best["metric"].removeprefix("val_")
-    selected: dict[str, Any] = {"epoch": best["epoch"], "by": by}
-    if by != config.select:
-        selected["note"] = (
-            f"selected by {by} because the validation set has no labels for {config.select}"
-        )
-    return selected

@@ -153,3 +153,72 @@ def stop_reason(rule: EarlyStopping, metric: str, state: dict[str, Any], epoch: 
 def copy_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the state dict on the model's device: later steps leave it unchanged."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def selected_record(
+    select: str | None, best: dict[str, Any] | None, have_weights: bool
+) -> dict[str, Any] | None:
+    """{"epoch", "by"[, "note"]} for the weights a run leaves in the model, or None when they
+    are the last epoch's (no select, or no validation figure to select by)."""
+    if select is None or best is None or not have_weights:
+        return None
+    by = best["metric"].removeprefix("val_")
+    record: dict[str, Any] = {"epoch": best["epoch"], "by": by}
+    if by != select:
+        record["note"] = f"selected by {by} because the validation set has no labels for {select}"
+    return record
+
+
+class Tracker:
+    """One run's selection and early-stopping state, updated from each epoch's synced figures.
+
+    `val_labels` / `val_teacher`: whether the validation set has labels / teacher outputs (no
+    validation set: both False). With `resume` it goes on from a checkpoint's state.
+    """
+
+    def __init__(
+        self,
+        select: str | None,
+        rule: EarlyStopping | None,
+        val_labels: bool,
+        val_teacher: bool,
+        device: torch.device,
+        resume: Any = None,  # a distill.checkpoint.TrainState
+    ) -> None:
+        if rule is not None and not (val_labels or val_teacher):
+            raise DistillError(
+                "early_stopping watches a validation metric but there is no validation set; "
+                "give one or drop early_stopping."
+            )
+        self.select, self.rule = select, rule
+        self.metric = selection_metric(select, val_labels, val_teacher)  # a val_* key or None
+        self.keep = select is not None and self.metric is not None
+        self.watched = stop_metric(rule, val_labels, val_teacher) if rule is not None else ""
+        self.best: dict[str, Any] | None = None
+        self.weights: dict[str, torch.Tensor] | None = None  # on the device, when keep
+        self.stop_state: dict[str, Any] | None = None
+        self.early_stopped: dict[str, Any] | None = None
+        if resume is not None:
+            self.best, self.stop_state = resume.best, resume.early_stop
+            if self.keep and resume.best_model is not None:
+                self.weights = {k: v.to(device, copy=True) for k, v in resume.best_model.items()}
+
+    def end_epoch(self, epoch: int, values: dict[str, float], model: nn.Module) -> bool:
+        """Record the epoch; True when early stopping ends the run after it."""
+        improved = update_best(self.best, self.metric, epoch, values)
+        if self.keep and improved is not self.best:
+            self.weights = copy_weights(model)  # a device copy: no host sync
+        self.best = improved
+        if self.rule is not None:
+            self.stop_state = update_stop(self.stop_state, self.rule, self.watched, epoch, values)
+            if self.stop_state["bad_epochs"] >= self.rule.patience:
+                reason = stop_reason(self.rule, self.watched, self.stop_state, epoch)
+                self.early_stopped = {"epoch": epoch, "metric": self.watched, "reason": reason}
+        return self.early_stopped is not None
+
+    def finish(self, model: nn.Module) -> dict[str, Any] | None:
+        """Load the selected epoch's weights into `model`; their record, or None (last epoch)."""
+        record = selected_record(self.select, self.best, self.weights is not None)
+        if record is not None and self.weights is not None:
+            model.load_state_dict(self.weights)
+        return record

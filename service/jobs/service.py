@@ -72,6 +72,14 @@ def _check_fit(body: JobCreate, teacher: Model, datasets: dict[str, Dataset]) ->
             f"training.class_weights has {len(weights)} entries but teacher '{teacher.id}' "
             f"outputs {width} classes; give one weight per class."
         )
+    # Validation is the val set, else a holdout of the train set (labeled as it is).
+    val = datasets.get("val_dataset_id") or train
+    stopping = body.training.early_stopping
+    if stopping is not None and stopping.metric == "accuracy" and not val.labeled:
+        raise Unprocessable(
+            f"training.early_stopping watches 'accuracy' but validation dataset '{val.id}' has "
+            "no labels; watch 'agreement' or 'kl', or validate on a labeled dataset."
+        )
     if weights is not None and not body.needs_labels and not body.baseline:
         raise Unprocessable(
             "training.class_weights weigh the 'ce' loss but the job has no 'ce' term with a "

@@ -48,9 +48,18 @@ def test_quality_options_and_reproducibility(
     stopping = job_body(ids, name="stops", training=training)
     plain = {**training, "early_stopping": None, "epochs": 3}
     twice = job_body(ids, name="twice", training=plain, baseline=False)
-    # All three at once, waited together.
+    # A regression job: mse_logits is its only loss term.
+    regression = job_body(
+        ids,
+        name="regression",
+        baseline=False,
+        losses=[{"name": "mse_logits", "weight": 1.0}],
+        training={"epochs": 2, "batch_size": 64, "seed": 0},
+    )
+    # All four at once, waited together.
     job_ids = [submit(client, auth, stopping), submit(client, auth, twice)]
     job_ids.append(submit(client, auth, twice))
+    job_ids.append(submit(client, auth, regression))
     jobs = [wait_for(client, f"/v1/jobs/{j}", auth, FINISHED, timeout=300) for j in job_ids]
     for job in jobs:
         assert job["status"] == "succeeded", job["error"]
@@ -80,11 +89,18 @@ def test_quality_options_and_reproducibility(
     assert summary["early_stopped"]["epoch"] == 3 and summary["selected"]["epoch"] == best
 
     # The same job twice: every epoch's figures and the final report figures, exactly.
-    first, second = (series(client, auth, j) for j in job_ids[1:])
+    first, second = (series(client, auth, j) for j in job_ids[1:3])
     assert len(first) > 3 * 5 and first == second
-    reports = [client.get(f"/v1/jobs/{j}/report", headers=auth).json() for j in job_ids[1:]]
+    reports = [client.get(f"/v1/jobs/{j}/report", headers=auth).json() for j in job_ids[1:3]]
     for key in ("accuracy", "agreement", "kl_to_teacher", "ece", "per_class_accuracy"):
         assert reports[0]["student"][key] == reports[1]["student"][key], key
+
+    # Regression: the student's outputs against the teacher's, MSE and R^2.
+    report = client.get(f"/v1/jobs/{job_ids[3]}/report", headers=auth).json()
+    assert report["task"] == "regression"
+    student = report["student"]
+    assert student["mse_to_teacher"] > 0 and student["r2_to_teacher"] < 1
+    assert report["teacher"]["mse_to_teacher"] is None  # no figure against itself
 
 
 def test_bad_training_options_are_refused(
@@ -99,6 +115,10 @@ def test_bad_training_options_are_refused(
         ({"early_stopping": {"metric": "kl", "patience": 0}}, "patience"),
         ({"select": "kl"}, "select"),
     ]
+    unlabeled = {"early_stopping": {"metric": "accuracy", "patience": 1}}
+    body = job_body(ids, name="bad", training=unlabeled, val_dataset_id=ids["transfer"]["id"])
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422 and "has no labels" in response.text, response.text
     for training, message in cases:
         body = job_body(ids, name="bad", training=training)
         response = client.post("/v1/jobs", headers=auth, json=body)
