@@ -30,6 +30,8 @@ from distill.npy_io import NpyLayout, npy_layout, read_rows
 
 # Blocks read together and shuffled into batches: the mixing radius of the order.
 WINDOW_BLOCKS = 8
+# The key of a batch's row positions (int64, into the arrays) in what BlockStream yields.
+POSITIONS = "_positions"
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ class BlockStream:
         return math.ceil(self.n / self.batch_size)
 
     def epoch(self, seed: int) -> Iterator[dict[str, np.ndarray]]:
-        """One epoch's batches: {name: (B, ...)}; every row once."""
+        """One epoch's batches: {name: (B, ...)} and the rows' positions under POSITIONS
+        (B,); every row once."""
         bs, rng = self.batch_size, np.random.default_rng(seed)
         full = self.n // bs
         # Block ids; a short last block stays last, so every batch but the epoch's last is
@@ -179,6 +182,7 @@ class BlockStream:
                 name: np.concatenate([rows.read(a, b) for a, b in ranges])
                 for name, rows in self.arrays.items()
             }  # {name: (window * bs, ...)}
+            chunk[POSITIONS] = np.concatenate([np.arange(a, b) for a, b in ranges])
             size = sum(b - a for a, b in ranges)
             mix = rng.permutation(size)
             for s in range(0, size, bs):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.batches import BlockStream, Rows
+from distill.batches import POSITIONS, BlockStream, Rows
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.errors import DistillError
@@ -293,7 +293,7 @@ def train(
     stream: BlockStream | None = None
     X: torch.Tensor | None
     if isinstance(x, Rows):  # larger than memory: rows come from the files per step
-        named = {"x": x, "i": Rows.of(np.arange(len(x)))}
+        named = {"x": x}
         if loss.needs_teacher and teacher_logits is not None:
             named["t"] = (
                 teacher_logits if isinstance(teacher_logits, Rows) else Rows.of(teacher_logits)
@@ -356,7 +356,7 @@ def train(
                     tb = T[idx] if T is not None else None  # (B, C)
                 else:  # streamed: the batch's rows were read from the files
                     rows = next(batches)
-                    idx = torch.from_numpy(rows["i"]).to(device)  # (B,)
+                    idx = torch.from_numpy(rows[POSITIONS]).to(device)  # (B,)
                     perm[start : start + len(idx)] = idx  # the order, for train accuracy
                     xb = _rows_tensor(rows["x"], device)  # (B, ...)
                     tb = _rows_tensor(rows["t"], device) if "t" in rows else None  # (B, C)
