@@ -26,10 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.npy_io import NpyLayout, npy_layout, read_rows
+from distill.npy_io import NpyLayout, npy_layout, read_rows, read_rows_at
 
 # Blocks read together and shuffled into batches: the mixing radius of the order.
 WINDOW_BLOCKS = 8
+# A view whose rows span more than this many times their count is read row by row.
+SPARSE = 2
 # The key of a batch's row positions (int64, into the arrays) in what BlockStream yields.
 POSITIONS = "_positions"
 
@@ -55,6 +57,8 @@ class _Segment:
             lo, hi, pick = int(positions[0]), int(positions[-1]) + 1, positions - positions[0]
         if isinstance(self.source, np.ndarray):
             block = np.asarray(self.source[lo:hi])
+        elif pick is not None and hi - lo > SPARSE * len(pick):  # a sparse view: row by row
+            return read_rows_at(self.source, pick + lo)
         else:
             block = read_rows(self.source, lo, hi)
         return block if pick is None else block[pick]
