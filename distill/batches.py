@@ -192,3 +192,15 @@ class BlockStream:
             for s in range(0, size, bs):
                 pick = mix[s : s + bs]
                 yield {name: values[pick] for name, values in chunk.items()}
+
+
+def training_stream(
+    x: Rows, teacher_logits: np.ndarray | Rows | None, batch_size: int
+) -> BlockStream:
+    """The training loop's source for a set larger than memory: x and, when the loss reads
+    them, the cached teacher logits, streamed together. Other row-aligned arrays (cached
+    teacher features) join the dict here."""
+    named = {"x": x}
+    if teacher_logits is not None:
+        named["t"] = teacher_logits if isinstance(teacher_logits, Rows) else Rows.of(teacher_logits)
+    return BlockStream(named, batch_size)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.batches import POSITIONS, BlockStream, Rows
+from distill.batches import POSITIONS, BlockStream, Rows, training_stream
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.errors import DistillError
@@ -293,12 +293,8 @@ def train(
     stream: BlockStream | None = None
     X: torch.Tensor | None
     if isinstance(x, Rows):  # larger than memory: rows come from the files per step
-        named = {"x": x}
-        if loss.needs_teacher and teacher_logits is not None:
-            named["t"] = (
-                teacher_logits if isinstance(teacher_logits, Rows) else Rows.of(teacher_logits)
-            )
-        stream = BlockStream(named, config.batch_size)
+        t_rows = teacher_logits if loss.needs_teacher else None
+        stream = training_stream(x, t_rows, config.batch_size)
         X = torch.empty((len(x), 0), device=device)  # (N, 0): only its length is read
     else:  # the whole data set moves to the device once; a step only indexes it.
         X = _to_device(x, torch.float32, device)  # (N, ...)
