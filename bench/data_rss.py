@@ -65,7 +65,7 @@ def _child(mode: str, folder: Path, epochs: int) -> dict[str, float]:
     torch.set_num_threads(1)
     x_path, y_path, t_path = folder / "x.npy", folder / "y.npy", folder / "t.npy"
     y = np.load(y_path)
-    t = np.load(t_path)
+    t = np.load(t_path, mmap_mode="r")  # the holdout's rows are read from it
     from distill.evaluate import predict_logits  # noqa: F401 - imported before the baseline
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -95,17 +95,20 @@ def _child(mode: str, folder: Path, epochs: int) -> dict[str, float]:
     order = np.random.default_rng(0).permutation(len(y))
     cut = len(y) // 10
     hold, keep = np.sort(order[:cut]), np.sort(order[cut:])
-    if mode == "stream":
+    t_train: np.ndarray | Rows
+    if mode == "stream":  # as split_rows: x and the logits stream, the holdout is a view
         rows = Rows.of(x_path)
         x, xv = rows.take(keep), rows.take(hold)
+        t_train = Rows.of(t_path).take(keep)
     else:
         whole = np.load(x_path)
         x, xv = whole[keep], whole[hold]
         del whole
+        t_train = t[keep]
     loss = build_loss([{"name": "kd", "weight": 1.0}, {"name": "ce", "weight": 0.5}])
     model = build_student("mlp", {"hidden": [64]}, (FEATURES,), CLASSES)
     config = TrainConfig(epochs=epochs, batch_size=256)
-    result = train(model, x, y[keep], t[keep], loss, config, val=(xv, y[hold], t[hold]))
+    result = train(model, x, y[keep], t_train, loss, config, val=(xv, y[hold], np.array(t[hold])))
     return {
         "seconds": time.monotonic() - started,
         "val_accuracy": result.history[-1].values["val_accuracy"],

@@ -26,10 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.npy_io import NpyLayout, npy_layout, read_rows
+from distill.npy_io import NpyLayout, npy_layout, read_rows, read_rows_at
 
 # Blocks read together and shuffled into batches: the mixing radius of the order.
 WINDOW_BLOCKS = 8
+# A view whose rows span more than this many times their count is read row by row.
+SPARSE = 2
+# The key of a batch's row positions (int64, into the arrays) in what BlockStream yields.
+POSITIONS = "_positions"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class _Segment:
             lo, hi, pick = int(positions[0]), int(positions[-1]) + 1, positions - positions[0]
         if isinstance(self.source, np.ndarray):
             block = np.asarray(self.source[lo:hi])
+        elif pick is not None and hi - lo > SPARSE * len(pick):  # a sparse view: row by row
+            return read_rows_at(self.source, pick + lo)
         else:
             block = read_rows(self.source, lo, hi)
         return block if pick is None else block[pick]
@@ -165,7 +171,8 @@ class BlockStream:
         return math.ceil(self.n / self.batch_size)
 
     def epoch(self, seed: int) -> Iterator[dict[str, np.ndarray]]:
-        """One epoch's batches: {name: (B, ...)}; every row once."""
+        """One epoch's batches: {name: (B, ...)} and the rows' positions under POSITIONS
+        (B,); every row once."""
         bs, rng = self.batch_size, np.random.default_rng(seed)
         full = self.n // bs
         # Block ids; a short last block stays last, so every batch but the epoch's last is
@@ -179,8 +186,21 @@ class BlockStream:
                 name: np.concatenate([rows.read(a, b) for a, b in ranges])
                 for name, rows in self.arrays.items()
             }  # {name: (window * bs, ...)}
+            chunk[POSITIONS] = np.concatenate([np.arange(a, b) for a, b in ranges])
             size = sum(b - a for a, b in ranges)
             mix = rng.permutation(size)
             for s in range(0, size, bs):
                 pick = mix[s : s + bs]
                 yield {name: values[pick] for name, values in chunk.items()}
+
+
+def training_stream(
+    x: Rows, teacher_logits: np.ndarray | Rows | None, batch_size: int
+) -> BlockStream:
+    """The training loop's source for a set larger than memory: x and, when the loss reads
+    them, the cached teacher logits, streamed together. Other row-aligned arrays (cached
+    teacher features) join the dict here."""
+    named = {"x": x}
+    if teacher_logits is not None:
+        named["t"] = teacher_logits if isinstance(teacher_logits, Rows) else Rows.of(teacher_logits)
+    return BlockStream(named, batch_size)

@@ -65,7 +65,8 @@ def _check_arrays(
                 f"student with {width} outputs need ({n}, {width}); use a student with as many "
                 "classes as the teacher."
             )
-        if not np.isfinite(t).all():
+        # Streamed logits (Rows) were checked finite chunk by chunk as the teacher wrote them.
+        if not isinstance(t, Rows) and not np.isfinite(t).all():
             raise DistillError(
                 f"The {what} teacher logits contain NaN or infinite values; check the teacher "
                 "model on this data."

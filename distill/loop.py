@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.batches import BlockStream, Rows
+from distill.batches import POSITIONS, BlockStream, Rows, training_stream
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.class_weights import apply_class_weights, class_weights
@@ -306,12 +306,8 @@ def train(
     stream: BlockStream | None = None
     X: torch.Tensor | None
     if isinstance(x, Rows):  # larger than memory: rows come from the files per step
-        named = {"x": x, "i": Rows.of(np.arange(len(x)))}
-        if loss.needs_teacher and teacher_logits is not None:
-            named["t"] = (
-                teacher_logits if isinstance(teacher_logits, Rows) else Rows.of(teacher_logits)
-            )
-        stream = BlockStream(named, config.batch_size)
+        t_rows = teacher_logits if loss.needs_teacher else None
+        stream = training_stream(x, t_rows, config.batch_size)
         X = torch.empty((len(x), 0), device=device)  # (N, 0): only its length is read
     else:  # the whole data set moves to the device once; a step only indexes it.
         X = _to_device(x, x_dtype, device)  # (N, ...)
@@ -377,7 +373,7 @@ def train(
                     tb = T[idx] if T is not None else None  # (B, C)
                 else:  # streamed: the batch's rows were read from the files
                     rows = next(batches)
-                    idx = torch.from_numpy(rows["i"]).to(device)  # (B,)
+                    idx = torch.from_numpy(rows[POSITIONS]).to(device)  # (B,)
                     perm[start : start + len(idx)] = idx  # the order, for train accuracy
                     xb = _rows_tensor(rows["x"], device, x_dtype)  # (B, ...)
                     tb = _rows_tensor(rows["t"], device) if "t" in rows else None  # (B, C)

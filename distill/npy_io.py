@@ -94,6 +94,19 @@ def npy_layout(path: str | os.PathLike[str]) -> NpyLayout:
         return NpyLayout(os.fspath(path), dtype, tuple(shape), f.tell())
 
 
+def read_rows_at(layout: NpyLayout, positions: np.ndarray) -> np.ndarray:
+    """The rows at `positions` (sorted), one read each: for a sparse view (a holdout), where
+    one read of the span would cost many times the rows asked for."""
+    out = np.empty((len(positions), *layout.shape[1:]), dtype=layout.dtype)
+    flat = out.reshape(len(positions), -1).view(np.uint8)  # (k, row_bytes)
+    with open(layout.path, "rb", buffering=0) as f:
+        for i, position in enumerate(positions):
+            f.seek(layout.offset + int(position) * layout.row_bytes)
+            if f.readinto(flat[i].data) != layout.row_bytes:
+                raise ValueError(f"{layout.path!r} ends before row {position} (truncated?)")
+    return out
+
+
 def read_rows(layout: NpyLayout, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of the file with one explicit read: (stop - start, ...)."""
     count = max(0, stop - start)

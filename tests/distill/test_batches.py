@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.batches import BlockStream, Rows
+from distill.batches import POSITIONS, BlockStream, Rows
 from distill.loop import TrainConfig, train
 from distill.losses import build_loss
 from distill.npy_io import NpyWriter, npy_layout
@@ -41,15 +41,15 @@ def test_the_writer_and_rows_read_what_numpy_wrote(tmp_path: Path) -> None:
 def test_the_stream_visits_every_row_once_in_a_seeded_order(tmp_path: Path) -> None:
     n = 103
     x = Rows.of(_npy(tmp_path / "x.npy", np.arange(n, dtype=np.float32)[:, None]))
-    stream = BlockStream({"x": x, "i": Rows.of(np.arange(n))}, batch_size=10, window=3)
+    stream = BlockStream({"x": x}, batch_size=10, window=3)
     batches = list(stream.epoch(seed=1))
     assert len(batches) == stream.steps == 11
-    seen = np.concatenate([b["i"] for b in batches])
+    seen = np.concatenate([b[POSITIONS] for b in batches])
     assert sorted(seen.tolist()) == list(range(n))
     assert np.array_equal(np.concatenate([b["x"][:, 0] for b in batches]), seen.astype(np.float32))
-    again = np.concatenate([b["i"] for b in stream.epoch(seed=1)])
+    again = np.concatenate([b[POSITIONS] for b in stream.epoch(seed=1)])
     assert np.array_equal(seen, again)
-    assert not np.array_equal(seen, np.concatenate([b["i"] for b in stream.epoch(seed=2)]))
+    assert not np.array_equal(seen, np.concatenate([b[POSITIONS] for b in stream.epoch(seed=2)]))
 
 
 def test_streamed_training_lands_where_in_memory_training_does(tmp_path: Path) -> None:

@@ -122,3 +122,12 @@ def test_a_decimal_late_in_an_integer_looking_column_makes_it_float(tmp_path: Pa
     x = np.load(done.x_path, mmap_mode="r")
     assert done.x_dtype == "float32" and x.shape == (600_001, 2) and x[-1].tolist() == [7.0, 7.5]
     assert done.num_classes == 3
+
+
+def test_too_many_entries_are_refused_before_any_is_read(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(LIMITS.max_entries + 1):
+            archive.writestr(f"a/{i}.png", b"")
+    with pytest.raises(DistillError, match="has 101 entries, more than this server's limit of 100"):
+        _convert(tmp_path, "image-zip", buffer.getvalue(), image_size=[4, 4])

@@ -82,6 +82,10 @@ def test_every_format_uploads_trains_and_exports(
         "parquet": _ready(client, auth, "d.parquet", _parquet(x, y), label_column="label"),
         "image-zip": _ready(client, auth, "d.zip", _zip(x, y), image_size="8"),
         "npz": _ready(client, auth, "d.npz", npz_bytes(x=x, y=y)),
+        # Integer x is stored as int64 (token ids); a float student reads it cast to float32.
+        "npz-int": _ready(
+            client, auth, "i.npz", npz_bytes(x=(x * 16).round().astype(np.int16), y=y)
+        ),
     }
     transfer = _ready(client, auth, "u.csv", _csv(x[:50], None))
     assert transfer["labeled"] is False and transfer["format"] == "csv"
@@ -90,8 +94,9 @@ def test_every_format_uploads_trains_and_exports(
     assert sets["image-zip"]["options"] == {"image_size": [8, 8]}
     assert sets["image-zip"]["sample_shape"] == [1, 8, 8]
     assert sets["image-zip"]["classes"] == [str(c) for c in sorted(set(y.tolist()))]
+    assert sets["npz-int"]["x_dtype"] == "int64"
     for fmt, row in sets.items():
-        assert row["format"] == fmt and row["num_samples"] == len(x), row
+        assert row["format"] == fmt.removesuffix("-int") and row["num_samples"] == len(x), row
         assert row["num_classes"] == int(y.max()) + 1 and row["labeled"] is True, row
     assert sets["npz"]["x_dtype"] == "float32"
     teacher = wait_for(client, f"/v1/models/{teacher['id']}", auth, {"ready", "invalid"})
@@ -185,6 +190,7 @@ def test_labels_past_the_teachers_classes_are_refused_at_submission(
     )
     teacher = wait_for(client, f"/v1/models/{response.json()['id']}", auth, {"ready", "invalid"})
     body = {
+        "name": "too-many-classes",
         "teacher_model_id": teacher["id"],
         "student": {"architecture": "mlp", "params": {"hidden": [8]}},
         "train_dataset_id": data["id"],

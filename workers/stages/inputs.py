@@ -43,7 +43,7 @@ class SplitData:
 
     x: np.ndarray | Rows  # (N, ...); Rows (read per batch) above the in-memory threshold
     y: np.ndarray  # (N,)
-    t: np.ndarray | None  # (N, C) teacher logits; None with online teacher outputs
+    t: np.ndarray | Rows | None  # (N, C) teacher logits; None with online teacher outputs
     x_val: np.ndarray | Rows  # (M, ...)
     y_val: np.ndarray | None  # (M,)
     t_val: np.ndarray  # (M, C)
@@ -136,14 +136,18 @@ def save_logits(store: ArtifactStore, key: str, logits: np.ndarray) -> None:
         store.put_named(key, path)
 
 
-def load_logits(store: ArtifactStore, claim: Claim, field: str) -> np.ndarray:
+def _logits_path(store: ArtifactStore, claim: Claim, field: str) -> Path:
     key = claim.inputs.get(Stage.TEACHER_INFERENCE.value, {}).get("logits", {}).get(field)
     if key is None or not store.exists(key):
         raise DistillError(
             "The teacher's outputs for this dataset are missing from the artifact store "
             "(was the cache cleared?); resubmit the job to run the teacher again."
         )
-    return np.load(store.local_path(key), mmap_mode="r", allow_pickle=False)
+    return store.local_path(key)
+
+
+def load_logits(store: ArtifactStore, claim: Claim, field: str) -> np.ndarray:
+    return np.load(_logits_path(store, claim, field), mmap_mode="r", allow_pickle=False)
 
 
 def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData:
@@ -190,7 +194,8 @@ def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
     online = inputs.spec.teacher_outputs == "online"
     x, y = load_rows(store, inputs.datasets["train_dataset_id"])
     has_t = "train_dataset_id" in cached_fields(inputs)
-    t = load_logits(store, claim, "train_dataset_id") if has_t else None
+    # The logits stream beside x (the teacher stage checked them finite as it wrote them).
+    t = Rows.of(_logits_path(store, claim, "train_dataset_id")) if has_t else None
     y = np.full(len(x), -1, dtype=np.int64) if y is None else y
     x_val: np.ndarray | Rows
     if "val_dataset_id" in inputs.datasets:
@@ -201,9 +206,9 @@ def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         cut = max(1, int(len(x) * HOLDOUT_FRACTION))
         hold, keep = np.sort(order[:cut]), np.sort(order[cut:])
         assert t is not None  # cached_fields names the train set when it holds the val set
-        x_val, y_val, t_val = x.take(hold), y[hold], np.asarray(t[hold])
+        x_val, y_val, t_val = x.take(hold), y[hold], np.asarray(t.take(hold))
         x, y = x.take(keep), y[keep]
-        t = None if online else np.asarray(t[keep])
+        t = None if online else t.take(keep)
         y_val = None if (y_val < 0).all() else y_val
         val_source = f"holdout ({cut} samples of the train set)"
     if "transfer_dataset_id" in inputs.datasets:
@@ -211,7 +216,7 @@ def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         x = x.concat(x_transfer)
         y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
         if t is not None:
-            t = np.concatenate([t, load_logits(store, claim, "transfer_dataset_id")])
+            t = t.concat(Rows.of(_logits_path(store, claim, "transfer_dataset_id")))
     return SplitData(x, y, t, x_val, y_val, t_val, val_source)
 
 
