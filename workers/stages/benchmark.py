@@ -72,8 +72,9 @@ def _sample_rows(ctx: WorkerContext, inputs: JobInputs) -> np.ndarray:
     matter to a timing, so no split and no teacher logits are loaded for them."""
     datasets = inputs.datasets
     x, _ = load_arrays(ctx.store, datasets.get("val_dataset_id") or datasets["train_dataset_id"])
-    # A copy of the first rows (x may be memory-mapped), cast where a float model reads them.
-    return np.array(x[:SAMPLE_ROWS], dtype=np.float32)
+    # A copy of the first rows (x may be memory-mapped) in their own type: each measurement
+    # casts them to what its model reads (int64 token ids stay integers).
+    return np.array(x[:SAMPLE_ROWS])
 
 
 def _teacher(ctx: WorkerContext, bench: _Bench, row: Model) -> tuple[Measurement | None, ...]:
