@@ -32,6 +32,9 @@ class TrainState:
     scheduler: dict[str, Any] | None  # lr_scheduler.state_dict(); None for a constant LR
     rng: dict[str, Any]  # {"cpu": ByteTensor, "cuda": [ByteTensor, ...] when CUDA is in use}
     best: dict[str, Any] | None  # {"epoch": int, "metric": str, "value": float}
+    # The loss terms' own parameters (FitNets projections), state_dict CPU copies; None or
+    # {} when the loss owns none. Files written before feature losses have no entry.
+    loss: dict[str, torch.Tensor] | None = None
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -74,6 +77,7 @@ def snapshot(
     epoch: int,
     step: int,
     best: dict[str, Any] | None,
+    loss: nn.Module | None = None,
 ) -> TrainState:
     """The training state now, copied so that later training leaves it unchanged.
 
@@ -88,6 +92,7 @@ def snapshot(
         scheduler=_to_cpu(scheduler.state_dict()) if scheduler is not None else None,
         rng=_to_cpu(rng_state()),
         best=dict(best) if best is not None else None,
+        loss=_to_cpu(loss.state_dict()) if loss is not None else None,
     )
 
 
@@ -173,9 +178,10 @@ def restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    loss: nn.Module | None = None,
 ) -> None:
-    """Load `state` into the model and, given an optimizer, into it, the LR schedule and the
-    global RNGs. Call it last before training goes on: anything drawing random numbers
+    """Load `state` into the model and, given an optimizer, into it, the LR schedule, the
+    loss terms' own parameters (`loss`, before the optimizer's moments) and the global RNGs. Call it last before training goes on: anything drawing random numbers
     afterwards would shift dropout away from the uninterrupted run."""
     if optimizer is not None:
         _check_fits(state, optimizer, scheduler)
@@ -188,6 +194,14 @@ def restore(
         ) from exc
     if optimizer is None:
         return
+    if loss is not None:
+        try:
+            loss.load_state_dict(state.loss or {}, strict=True)
+        except RuntimeError as exc:
+            raise DistillError(
+                f"The checkpoint's loss projections do not fit this loss "
+                f"({str(exc).strip()[:200]}); resume with the job's original loss terms."
+            ) from exc
     try:
         # Copies: on the CPU torch would adopt the state's tensors and update them in place,
         # changing the caller's TrainState as training goes on.
@@ -246,6 +260,17 @@ def _check_best(best: Any) -> dict[str, Any] | None:
     return best
 
 
+def _check_loss(loss: Any) -> dict[str, torch.Tensor] | None:
+    if loss is not None and not (
+        isinstance(loss, dict) and all(isinstance(v, torch.Tensor) for v in loss.values())
+    ):
+        raise DistillError(
+            "The checkpoint's 'loss' entry is not a state dict; the file is damaged, start the "
+            "training again."
+        )
+    return loss
+
+
 def load_checkpoint(path: str | os.PathLike) -> TrainState:
     """Read a save_checkpoint() file onto the CPU; a damaged or foreign file is a DistillError."""
     try:
@@ -261,7 +286,7 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
             f"{CHECKPOINT_FORMAT}; it was written by another program or version, start the "
             "training again."
         )
-    missing = [f.name for f in fields(TrainState) if f.name not in raw]
+    missing = [f.name for f in fields(TrainState) if f.name not in raw and f.name != "loss"]
     if missing:
         raise DistillError(
             f"The checkpoint has no {missing[0]!r} entry; the file is damaged, start the "
@@ -290,4 +315,5 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
         scheduler=raw["scheduler"],
         rng=raw["rng"],
         best=_check_best(raw["best"]),
+        loss=_check_loss(raw.get("loss")),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.errors import DistillError
+from distill.features import batch_features, prepare_features
 from distill.losses import WeightedLoss
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -113,13 +114,16 @@ class TrainResult:
     best: dict[str, Any] | None = None  # {"epoch", "metric", "value"}; None without validation
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer, with torch's fused kernel where the device supports it.
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, extra: Iterable[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's and `extra` parameters (a loss term's
+    projections), one group, with torch's fused kernel where the device supports it.
 
     For the zoo's small students the per-parameter bookkeeping of the default (foreach) Adam
     costs more than the math; the fused kernel does one call per step (3x faster on CPU).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
     fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and all(
         p.device.type in ("cpu", "cuda") for p in params
     )
@@ -230,6 +234,7 @@ def train(
     resume: TrainState | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every_s: float = 30.0,
+    teacher_features: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train `student` on x (N, ...), labels y (N,) (-1 = unlabeled), teacher logits (N, C).
 
@@ -240,6 +245,10 @@ def train(
     and RNG states and runs epochs k+1..epochs; on CPU the result is bit-identical to a run
     that never stopped. At the end of an epoch other than the last, once `checkpoint_every_s`
     have passed since the start or the last checkpoint, `on_checkpoint` gets a snapshot.
+
+    `teacher_features` holds the teacher's named intermediate tensors (N, ...) aligned with x,
+    for loss terms that read them (hint, attention, rkd on a tensor); the student's layers
+    they read are hooked for the run (distill.features) and unhooked when it ends.
     """
     started = time.monotonic()
     if not checkpoint_every_s >= 0:  # also rejects NaN
@@ -268,6 +277,11 @@ def train(
             "teacher logits describe the un-augmented inputs; pass TrainConfig(teacher=...)."
         )
     width = validate_inputs(student, x, y, teacher_logits, loss, val, device, teacher=online)
+    if online is not None and loss.teacher_tensors:
+        raise DistillError(
+            "A loss term reads teacher tensors, which only cached teacher outputs provide; "
+            "use teacher_outputs 'cached' or drop the feature loss."
+        )
     torch.manual_seed(config.seed)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast: Callable[[], contextlib.AbstractContextManager] = (
@@ -293,7 +307,18 @@ def train(
             _to_device(tv, torch.float32, device),
         )  # (M, C)
     n, bs = len(X), config.batch_size
-    optimizer = make_optimizer(student, config)
+    # Projections are built here (after the seed, before the optimizer); the tap's hooks
+    # stay until the `with` below ends.
+    tap = prepare_features(student, x, loss, teacher_features, width, device)
+    TF = (
+        {
+            k: torch.from_numpy(np.ascontiguousarray(teacher_features[k])).to(device, torch.float32)
+            for k in loss.teacher_tensors
+        }
+        if teacher_features
+        else {}
+    )  # {name: (N, ...)}
+    optimizer = make_optimizer(student, config, loss.parameters())
     scheduler = make_scheduler(optimizer, config)
     term_names = loss.active_names
     steps_per_epoch = math.ceil(n / bs)
@@ -307,10 +332,14 @@ def train(
     step, best = 0, None
     if resume is not None:
         # Last before the loop: the RNG state must be the one the next epoch started from.
-        restore(resume, student, optimizer, scheduler)
+        try:
+            restore(resume, student, optimizer, scheduler, loss)
+        except BaseException:
+            tap.remove()
+            raise
         step, best = resume.step, resume.best
     last_checkpoint = started
-    with loss.assume_all_labeled(labeled_total == n):
+    with loss.assume_all_labeled(labeled_total == n), tap:
         for epoch in range(done + 1, config.epochs + 1):
             # A CPU generator, so the order is the same on any device.
             gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
@@ -332,7 +361,8 @@ def train(
                         tb = online(xb).float()  # (B, C), on the inputs the student sees
                 with autocast():
                     logits = student(xb)  # (B, C)
-                total, parts = loss(logits, tb, yb)
+                fb = batch_features(TF, idx) if TF else None  # {name: (B, ...)}
+                total, parts = loss(logits, tb, yb, tap.outputs, fb)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
@@ -385,6 +415,6 @@ def train(
                 and epoch < config.epochs
                 and time.monotonic() - last_checkpoint >= checkpoint_every_s
             ):
-                on_checkpoint(snapshot(student, optimizer, scheduler, epoch, step, best))
+                on_checkpoint(snapshot(student, optimizer, scheduler, epoch, step, best, loss))
                 last_checkpoint = time.monotonic()  # a slow save does not count as interval
     return TrainResult(config.epochs, step, False, history, done, best)
