@@ -26,7 +26,7 @@ def _pool_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """x (B, C, *S) average-pooled to (B, C, *size); as is when S already is `size`."""
     if tuple(x.shape[2:]) == size:
         return x
-    return _POOLS[len(size)](x, size)
+    return _POOLS[len(size)](x, size)  # type: ignore[arg-type]
 
 
 def _shape(shape: Sequence[int] | None, what: str, term: str) -> tuple[int, ...]:
@@ -55,6 +55,7 @@ class HintLoss(LossTerm):
     def __init__(self, teacher_tensor: str, student_layer: str) -> None:
         super().__init__()
         self.teacher_tensor, self.student_layer = teacher_tensor, student_layer
+        self._tensor, self._layer = teacher_tensor, student_layer  # typed str for forward()
         self.regressor: nn.Module = nn.Identity()
         self._size: tuple[int, ...] = ()
         self._flat = True
@@ -73,8 +74,8 @@ class HintLoss(LossTerm):
             self._size = t[1:]
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        s = f32(batch.student_features[self.student_layer])  # (B, C_s, *S_s) or (B, ...)
-        t = f32(batch.teacher_features[self.teacher_tensor])  # (B, C_t, *S_t) or (B, ...)
+        s = f32(batch.student_features[self._layer])  # (B, C_s, *S_s) or (B, ...)
+        t = f32(batch.teacher_features[self._tensor])  # (B, C_t, *S_t) or (B, ...)
         if self._flat:
             return F.mse_loss(self.regressor(s.flatten(1)), t.flatten(1))  # (B, D_t)
         return F.mse_loss(_pool_to(self.regressor(s), self._size), t)  # (B, C_t, *S_t)
@@ -106,6 +107,7 @@ class AttentionLoss(LossTerm):
     def __init__(self, teacher_tensor: str, student_layer: str, p: float = 2.0) -> None:
         super().__init__()
         self.teacher_tensor, self.student_layer, self.p = teacher_tensor, student_layer, float(p)
+        self._tensor, self._layer = teacher_tensor, student_layer  # typed str for forward()
         self._size: tuple[int, ...] = ()
 
     def bind(
@@ -123,8 +125,8 @@ class AttentionLoss(LossTerm):
         self._size = t[1:]
 
     def forward(self, batch: LossBatch) -> torch.Tensor:
-        s = f32(batch.student_features[self.student_layer])  # (B, C_s, *S_s)
-        t = f32(batch.teacher_features[self.teacher_tensor])  # (B, C_t, *S_t)
+        s = f32(batch.student_features[self._layer])  # (B, C_s, *S_s)
+        t = f32(batch.teacher_features[self._tensor])  # (B, C_t, *S_t)
         qs = _pool_to(attention_map(s, self.p).unsqueeze(1), self._size)  # (B, 1, *S_t)
         a_s = F.normalize(qs.flatten(1), dim=1)  # (B, J)
         a_t = F.normalize(attention_map(t, self.p).flatten(1), dim=1)  # (B, J)

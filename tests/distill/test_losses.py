@@ -73,7 +73,9 @@ def test_hard_uses_teacher_argmax() -> None:
     # Teacher argmax: row 0 -> class 0, row 1 -> class 2.
     expected = (-math.log(softmax(S[0])[0]) - math.log(softmax(S[1])[2])) / 2
     s, t = tensors()
-    assert LOSSES["hard"]()(LossBatch(s, t, None)).item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert LOSSES["hard"]()(LossBatch(s, t, None)).item() == pytest.approx(
+        expected, rel=1e-6, abs=1e-6
+    )
 
 
 def test_mse_logits() -> None:
@@ -106,7 +108,10 @@ def test_weighted_sum_and_parts() -> None:
 @pytest.mark.parametrize(
     ("terms", "fragment"),
     [
-        ([{"name": "nope"}], "valid loss terms are: attention, ce, dkd, hard, hint, kd, mse_logits, rkd"),
+        (
+            [{"name": "nope"}],
+            "valid loss terms are: attention, ce, dkd, hard, hint, kd, mse_logits, rkd",
+        ),
         ([{"name": "kd", "weight": -1}], "weight of loss term 'kd' is invalid"),
         ([{"name": "kd", "weight": float("nan")}], "weight of loss term 'kd' is invalid"),
         ([{"name": "ce", "temperature": 2}], "Unknown key 'temperature'"),
