@@ -11,8 +11,8 @@ import torch
 
 from distill.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from distill.features import FeatureTap
-from distill.losses import LOSSES, LossBatch, build_loss
 from distill.loop import TrainConfig, train
+from distill.losses import LOSSES, LossBatch, build_loss
 from distill.students import build_student
 
 S = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
