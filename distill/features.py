@@ -48,6 +48,8 @@ class FeatureTap:
 
     def __init__(self, model: nn.Module, paths: Sequence[str]) -> None:
         self.outputs: dict[str, torch.Tensor] = {}
+        # The teacher tensors the loss reads, on the training device: {name: (N, ...)}.
+        self.teacher: dict[str, torch.Tensor] = {}
         self._handles = [
             find_module(model, path).register_forward_hook(self._keeper(path)) for path in paths
         ]
@@ -108,11 +110,18 @@ def prepare_features(
     teacher_features: Mapping[str, np.ndarray] | None,
     classes: int,
     device: torch.device,
+    online: bool = False,
 ) -> FeatureTap:
     """Check the teacher tensors, learn the student layers' shapes with one 2-sample forward
     pass in eval mode, bind the loss's terms (building their projections on `device`) and
     return the tap that keeps the student's features during training (no hooks when the
-    loss reads none). Call it before the optimizer is made: it adds parameters."""
+    loss reads none), holding the teacher tensors moved to `device` once. Call it before
+    the optimizer is made: it adds parameters. An online teacher has no cached tensors."""
+    if online and loss.teacher_tensors:
+        raise DistillError(
+            "A loss term reads teacher tensors, which only cached teacher outputs provide; "
+            "use teacher_outputs 'cached' or drop the feature loss."
+        )
     teacher_shapes = _check_teacher_features(loss, teacher_features or {}, len(x))
     tap = FeatureTap(student, loss.student_layers)
     student_shapes: dict[str, tuple[int, ...]] = {}
@@ -140,6 +149,13 @@ def prepare_features(
         tap.remove()
         raise
     loss.to(device)
+    tap.teacher = {
+        name: torch.from_numpy(np.ascontiguousarray(teacher_features[name])).to(
+            device, torch.float32
+        )
+        for name in loss.teacher_tensors
+        if teacher_features is not None
+    }
     return tap
 
 

@@ -277,11 +277,6 @@ def train(
             "teacher logits describe the un-augmented inputs; pass TrainConfig(teacher=...)."
         )
     width = validate_inputs(student, x, y, teacher_logits, loss, val, device, teacher=online)
-    if online is not None and loss.teacher_tensors:
-        raise DistillError(
-            "A loss term reads teacher tensors, which only cached teacher outputs provide; "
-            "use teacher_outputs 'cached' or drop the feature loss."
-        )
     torch.manual_seed(config.seed)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast: Callable[[], contextlib.AbstractContextManager] = (
@@ -309,15 +304,7 @@ def train(
     n, bs = len(X), config.batch_size
     # Projections are built here (after the seed, before the optimizer); the tap's hooks
     # stay until the `with` below ends.
-    tap = prepare_features(student, x, loss, teacher_features, width, device)
-    TF = (
-        {
-            k: torch.from_numpy(np.ascontiguousarray(teacher_features[k])).to(device, torch.float32)
-            for k in loss.teacher_tensors
-        }
-        if teacher_features
-        else {}
-    )  # {name: (N, ...)}
+    tap = prepare_features(student, x, loss, teacher_features, width, device, online is not None)
     optimizer = make_optimizer(student, config, loss.parameters())
     scheduler = make_scheduler(optimizer, config)
     term_names = loss.active_names
@@ -361,7 +348,7 @@ def train(
                         tb = online(xb).float()  # (B, C), on the inputs the student sees
                 with autocast():
                     logits = student(xb)  # (B, C)
-                fb = batch_features(TF, idx) if TF else None  # {name: (B, ...)}
+                fb = batch_features(tap.teacher, idx) if tap.teacher else None  # {name: (B, ...)}
                 total, parts = loss(logits, tb, yb, tap.outputs, fb)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
