@@ -19,17 +19,9 @@ from pydantic import (
     model_validator,
 )
 
+from catalog.losses import LossParams, LossSpec, check_term
 from catalog.students import ARCHITECTURES, FAMILIES, check_student_params
 
-# Mirrors distill's registries (a test keeps them equal): the gateway cannot
-# import the engine, yet must refuse an unknown name before a job is queued.
-LOSS_PARAMS: dict[str, set[str]] = {
-    "kd": {"temperature"},
-    "ce": set(),
-    "hard": set(),
-    "mse_logits": set(),
-}
-LOSSES_NEEDING_LABELS = {"ce"}
 # The spec fields that name datasets, in the order a job uses them.
 DATASET_FIELDS = ("train_dataset_id", "transfer_dataset_id", "val_dataset_id")
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -76,24 +68,6 @@ class StudentSpec(BaseModel):
         if (self.architecture is None) == (self.model_id is None):
             raise ValueError("student needs exactly one of 'architecture' or 'model_id'")
         return self
-
-
-class LossTermSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(json_schema_extra={"enum": list(LOSS_PARAMS)})
-    weight: float = Field(ge=0.0, le=1e6, allow_inf_nan=False)
-    temperature: float | None = Field(default=None, gt=0.0, le=1e3, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _known(self) -> LossTermSpec:
-        if self.name not in LOSS_PARAMS:
-            raise ValueError(f"unknown loss '{self.name}'; valid: {', '.join(LOSS_PARAMS)}")
-        if self.temperature is not None and "temperature" not in LOSS_PARAMS[self.name]:
-            raise ValueError(f"loss '{self.name}' takes no temperature")
-        return self
-
-    def engine_dict(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
 
 class EarlyStoppingSpec(BaseModel):
@@ -195,7 +169,8 @@ class JobCreate(BaseModel):
     train_dataset_id: str = Field(pattern=ID_PATTERN)
     transfer_dataset_id: str | None = Field(default=None, pattern=ID_PATTERN)
     val_dataset_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    losses: list[LossTermSpec] = Field(min_length=1, max_length=16)
+    # Each term parsed by the catalog's model its `name` picks (catalog.losses).
+    losses: list[LossSpec] = Field(min_length=1, max_length=16)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     baseline: bool = False
@@ -205,6 +180,15 @@ class JobCreate(BaseModel):
     # are reused (offline KD). "online": the teacher runs on each training batch, so it sees
     # the augmented inputs; its cost is then paid every step of every epoch.
     teacher_outputs: Literal["cached", "online"] = "cached"
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _loss_names(cls, value: Any) -> Any:
+        """Unknown names and parameters, said with the valid ones, before the union parses."""
+        if isinstance(value, list):
+            for term in value:
+                check_term(term)
+        return value
 
     @model_validator(mode="after")
     def _losses(self) -> JobCreate:
@@ -241,7 +225,12 @@ class JobCreate(BaseModel):
 
     @property
     def needs_labels(self) -> bool:
-        return any(t.name in LOSSES_NEEDING_LABELS and t.weight > 0 for t in self.losses)
+        return any(t.needs_labels and t.weight > 0 for t in self.losses)
+
+    @property
+    def tensor_terms(self) -> list[LossParams]:
+        """The weighted terms that read intermediate tensors (teacher tensor, student layer)."""
+        return [t for t in self.losses if t.uses_tensors and t.weight > 0]
 
 
 class InferenceJobCreate(BaseModel):

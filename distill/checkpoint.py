@@ -36,6 +36,9 @@ class TrainState:
     best_model: dict[str, torch.Tensor] | None = None
     # Early stopping's {"best": float | None, "epoch": int | None, "bad_epochs": int}.
     early_stop: dict[str, Any] | None = None
+    # The loss terms' own parameters (FitNets projections), state_dict CPU copies; None or
+    # {} when the loss owns none. Files written before feature losses have no entry.
+    loss: dict[str, torch.Tensor] | None = None
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -81,6 +84,7 @@ def snapshot(
     *,
     best_model: dict[str, torch.Tensor] | None = None,
     early_stop: dict[str, Any] | None = None,
+    loss: nn.Module | None = None,
 ) -> TrainState:
     """The training state now, copied so that later training leaves it unchanged.
 
@@ -97,6 +101,7 @@ def snapshot(
         best=dict(best) if best is not None else None,
         best_model=_to_cpu(best_model) if best_model is not None else None,
         early_stop=dict(early_stop) if early_stop is not None else None,
+        loss=_to_cpu(loss.state_dict()) if loss is not None else None,
     )
 
 
@@ -182,9 +187,10 @@ def restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    loss: nn.Module | None = None,
 ) -> None:
-    """Load `state` into the model and, given an optimizer, into it, the LR schedule and the
-    global RNGs. Call it last before training goes on: anything drawing random numbers
+    """Load `state` into the model and, given an optimizer, into it, the LR schedule, the
+    loss terms' own parameters (`loss`, before the optimizer's moments) and the global RNGs. Call it last before training goes on: anything drawing random numbers
     afterwards would shift dropout away from the uninterrupted run."""
     if optimizer is not None:
         _check_fits(state, optimizer, scheduler)
@@ -197,6 +203,14 @@ def restore(
         ) from exc
     if optimizer is None:
         return
+    if loss is not None:
+        try:
+            loss.load_state_dict(state.loss or {}, strict=True)
+        except RuntimeError as exc:
+            raise DistillError(
+                f"The checkpoint's loss projections do not fit this loss "
+                f"({str(exc).strip()[:200]}); resume with the job's original loss terms."
+            ) from exc
     try:
         # Copies: on the CPU torch would adopt the state's tensors and update them in place,
         # changing the caller's TrainState as training goes on.
@@ -255,6 +269,17 @@ def _check_best(best: Any) -> dict[str, Any] | None:
     return best
 
 
+def _check_loss(loss: Any) -> dict[str, torch.Tensor] | None:
+    if loss is not None and not (
+        isinstance(loss, dict) and all(isinstance(v, torch.Tensor) for v in loss.values())
+    ):
+        raise DistillError(
+            "The checkpoint's 'loss' entry is not a state dict; the file is damaged, start the "
+            "training again."
+        )
+    return loss
+
+
 def load_checkpoint(path: str | os.PathLike) -> TrainState:
     """Read a save_checkpoint() file onto the CPU; a damaged or foreign file is a DistillError."""
     try:
@@ -270,8 +295,8 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
             f"{CHECKPOINT_FORMAT}; it was written by another program or version, start the "
             "training again."
         )
-    # best_model and early_stop came later: a file without them resumes without them.
-    optional = {"best_model", "early_stop"}
+    # best_model, early_stop and loss came later: a file without them resumes without them.
+    optional = {"best_model", "early_stop", "loss"}
     missing = [f.name for f in fields(TrainState) if f.name not in raw and f.name not in optional]
     if missing:
         raise DistillError(
@@ -303,6 +328,7 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
         best=_check_best(raw["best"]),
         best_model=_check_best_model(raw.get("best_model")),
         early_stop=_check_early_stop(raw.get("early_stop")),
+        loss=_check_loss(raw.get("loss")),
     )
 
 

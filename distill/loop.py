@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.class_weights import apply_class_weights, class_weights
 from distill.errors import DistillError
+from distill.features import batch_features, prepare_features
 from distill.losses import WeightedLoss
 from distill.schedule import LR_SCHEDULES, check_schedule
 from distill.schedule import make_scheduler as _schedule
@@ -131,13 +132,16 @@ class TrainResult:
     early_stopped: dict[str, Any] | None = None
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer, with torch's fused kernel where the device supports it.
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, extra: Iterable[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's and `extra` parameters (a loss term's
+    projections), one group, with torch's fused kernel where the device supports it.
 
     For the zoo's small students the per-parameter bookkeeping of the default (foreach) Adam
     costs more than the math; the fused kernel does one call per step (3x faster on CPU).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
     fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and all(
         p.device.type in ("cpu", "cuda") for p in params
     )
@@ -242,6 +246,7 @@ def train(
     resume: TrainState | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every_s: float = 30.0,
+    teacher_features: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train `student` on x (N, ...), labels y (N,) (-1 = unlabeled), teacher logits (N, C).
 
@@ -256,6 +261,10 @@ def train(
     and RNG states and runs epochs k+1..epochs; on CPU the result is bit-identical to a run
     that never stopped. At the end of an epoch other than the last, once `checkpoint_every_s`
     have passed since the start or the last checkpoint, `on_checkpoint` gets a snapshot.
+
+    `teacher_features` holds the teacher's named intermediate tensors (N, ...) aligned with x,
+    for loss terms that read them (hint, attention, rkd on a tensor); the student's layers
+    they read are hooked for the run (distill.features) and unhooked when it ends.
     """
     started = time.monotonic()
     if not checkpoint_every_s >= 0:  # also rejects NaN
@@ -338,7 +347,10 @@ def train(
         resume=resume,
     )
     n, bs = len(X), config.batch_size
-    optimizer = make_optimizer(student, config)
+    # Projections are built here (after the seed, before the optimizer); the tap's hooks
+    # stay until the `with` below ends.
+    tap = prepare_features(student, x, loss, teacher_features, width, device, online is not None)
+    optimizer = make_optimizer(student, config, loss.parameters())
     scheduler = make_scheduler(optimizer, config)
     term_names = loss.active_names
     steps_per_epoch = math.ceil(n / bs)
@@ -352,10 +364,14 @@ def train(
     step = 0
     if resume is not None:
         # Last before the loop: the RNG state must be the one the next epoch started from.
-        restore(resume, student, optimizer, scheduler)
+        try:
+            restore(resume, student, optimizer, scheduler, loss)
+        except BaseException:
+            tap.remove()
+            raise
         step = resume.step
     last_checkpoint = started
-    with loss.assume_all_labeled(labeled_total == n):
+    with loss.assume_all_labeled(labeled_total == n), tap:
         for epoch in range(done + 1, config.epochs + 1):
             # A CPU generator, so the order is the same on any device.
             gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
@@ -385,7 +401,8 @@ def train(
                         tb = online(xb).float()  # (B, C), on the inputs the student sees
                 with autocast():
                     logits = student(xb)  # (B, C)
-                total, parts = loss(logits, tb, yb)
+                fb = batch_features(tap.teacher, idx) if tap.teacher else None  # {name: (B, ...)}
+                total, parts = loss(logits, tb, yb, tap.outputs, fb)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
@@ -450,6 +467,7 @@ def train(
                         tracker.best,
                         best_model=tracker.weights,
                         early_stop=tracker.stop_state,
+                        loss=loss,
                     )
                 )
                 last_checkpoint = time.monotonic()  # a slow save does not count as interval

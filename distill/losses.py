@@ -1,45 +1,31 @@
 """Distillation losses: one registry of named terms, combined as a named weighted sum.
 
-Every term takes (student_logits (B, C), teacher_logits (B, C) | None, labels (B,) | None) and
-returns a scalar on the logits' device without a host sync. Labels use -1 for unlabeled rows.
+Every term takes one LossBatch (distill.loss_base: student logits (B, C), teacher logits
+(B, C) | None, labels (B,) | None with -1 for unlabeled rows, and the features captured for
+the step) and returns a scalar on the logits' device without a host sync. The parameter
+schemas live in catalog.losses; build_loss() parses each term with them, so the gateway and
+the engine accept the same names and parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
+from catalog.losses import LOSSES as SCHEMAS
 from distill.errors import DistillError
+from distill.feature_losses import AttentionLoss, HintLoss, RKDLoss
+from distill.loss_base import LossBatch, LossTerm, f32
 
-
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    # Checking the dtype first skips a dispatcher round trip per call in the fp32 case.
-    return t if t.dtype == torch.float32 else t.float()
-
-
-class LossTerm(nn.Module):
-    """One named loss term. Subclasses set the class variables and implement forward()."""
-
-    name: ClassVar[str]
-    needs_labels: ClassVar[bool] = False
-    needs_teacher: ClassVar[bool] = False
-    # True only inside WeightedLoss.assume_all_labeled(True): no label is -1, so terms may skip
-    # masking. A plain bool, decided once on the host, so reading it never syncs.
-    all_labeled: bool = False
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
-        raise NotImplementedError
+_f32 = f32
+__all__ = ["LOSSES", "LossBatch", "LossTerm", "WeightedLoss", "build_loss"]
 
 
 class KDLoss(LossTerm):
@@ -69,12 +55,8 @@ class KDLoss(LossTerm):
             )
         self.temperature = float(temperature)
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         assert teacher_logits is not None, "kd needs teacher logits"
         t = self.temperature
         log_q = F.log_softmax(_f32(student_logits) / t, dim=1)  # (B, C)
@@ -105,12 +87,8 @@ class CELoss(LossTerm):
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         self.class_weight = None if weights is None else weights.float()
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        student_logits, labels = batch.student_logits, batch.labels
         assert labels is not None, "ce needs labels"
         w = self.class_weight
         if w is not None:
@@ -140,12 +118,8 @@ class HardLoss(LossTerm):
     name = "hard"
     needs_teacher = True
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         assert teacher_logits is not None, "hard needs teacher logits"
         return F.cross_entropy(_f32(student_logits), teacher_logits.argmax(dim=1))
 
@@ -159,31 +133,90 @@ class MSELogitsLoss(LossTerm):
     name = "mse_logits"
     needs_teacher = True
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         assert teacher_logits is not None, "mse_logits needs teacher logits"
         return F.mse_loss(_f32(student_logits), _f32(teacher_logits))
 
 
-LOSSES: dict[str, type[LossTerm]] = {
-    cls.name: cls for cls in (KDLoss, CELoss, HardLoss, MSELogitsLoss)
-}
+class DKDLoss(LossTerm):
+    """Decoupled KD. Zhao, Cui, Song, Qiu, Liang 2022, "Decoupled Knowledge Distillation",
+    CVPR, arXiv:2203.08679. With g the target class, p = softmax(t / T), q = softmax(s / T):
 
-# Keyword parameters each term accepts besides "name" and "weight".
-_PARAMS: dict[str, set[str]] = {
-    "kd": {"temperature"},
-    "ce": set(),
-    "hard": set(),
-    "mse_logits": set(),
+        b^T = [p_g, 1 - p_g],  b^S = [q_g, 1 - q_g]                    (target vs the rest)
+        TCKD = KL(b^T || b^S)
+        p^ = softmax over the classes c != g of t / T,  q^ likewise of s / T
+        NCKD = KL(p^ || q^)                                  (among the non-target classes)
+        L = T^2 * (1/B) * sum_b (alpha * TCKD_b + beta * NCKD_b)
+
+    g is the row's label; on an unlabeled row (-1, a transfer set) it is the teacher's
+    argmax, so dkd needs no labels. log(1 - p_g) is taken as logsumexp over c != g minus
+    logsumexp over all c, which stays finite when p_g rounds to 1. Needs C >= 2.
+    """
+
+    name = "dkd"
+    needs_teacher = True
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
+        super().__init__()
+        self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
+
+    def bind(
+        self, student_shape: Sequence[int] | None, teacher_shape: Sequence[int] | None, classes: int
+    ) -> None:
+        if classes < 2:
+            raise DistillError(
+                "The 'dkd' loss needs at least 2 classes (it splits the target class from the "
+                "others); use 'kd' or 'mse_logits' for a single output."
+            )
+
+    def forward(self, batch: LossBatch) -> torch.Tensor:
+        t_logits, labels = batch.teacher_logits, batch.labels
+        assert t_logits is not None, "dkd needs teacher logits"
+        zs = f32(batch.student_logits) / self.temperature  # (B, C)
+        zt = f32(t_logits) / self.temperature  # (B, C)
+        g = zt.argmax(dim=1)  # (B,)
+        if labels is not None:
+            g = labels if self.all_labeled else torch.where(labels >= 0, labels, g)
+        target = F.one_hot(g, zs.shape[1]).bool()  # (B, C)
+        tckd, nckd = _split_kl(zt, zs, target)  # (B,), (B,)
+        t2 = self.temperature * self.temperature
+        return (self.alpha * tckd + self.beta * nckd).mean() * t2
+
+
+def _split_kl(
+    zt: torch.Tensor, zs: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row TCKD and NCKD (both (B,)) of teacher and student logits already divided by T."""
+    lse_t, lse_s = zt.logsumexp(dim=1), zs.logsumexp(dim=1)  # (B,)
+    nt_t = zt.masked_fill(target, float("-inf"))  # (B, C), target class removed
+    nt_s = zs.masked_fill(target, float("-inf"))
+    lse_nt_t, lse_nt_s = nt_t.logsumexp(dim=1), nt_s.logsumexp(dim=1)  # (B,)
+    # Binary distributions [p_g, 1 - p_g] in log space: (B, 2).
+    lb_t = torch.stack([(zt * target).sum(dim=1) - lse_t, lse_nt_t - lse_t], dim=1)
+    lb_s = torch.stack([(zs * target).sum(dim=1) - lse_s, lse_nt_s - lse_s], dim=1)
+    tckd = (lb_t.exp() * (lb_t - lb_s)).sum(dim=1)  # (B,)
+    log_pt = nt_t - lse_nt_t.unsqueeze(1)  # (B, C), -inf at the target
+    log_ps = nt_s - lse_nt_s.unsqueeze(1)
+    inner = log_pt.exp() * (log_pt - log_ps)  # NaN at the target (0 * (-inf + inf))
+    nckd = inner.masked_fill(target, 0.0).sum(dim=1)  # (B,)
+    return tckd, nckd
+
+
+LOSSES: dict[str, type[LossTerm]] = {
+    cls.name: cls
+    for cls in (KDLoss, CELoss, HardLoss, MSELogitsLoss, HintLoss, AttentionLoss, RKDLoss, DKDLoss)
 }
 
 
 class WeightedLoss(nn.Module):
-    """Total = sum_i w_i * L_i over named terms; also returns each unweighted L_i."""
+    """Total = sum_i w_i * L_i over named terms; also returns each unweighted L_i.
+
+    Terms that read features name them: `student_layers` (module paths the training loop
+    hooks) and `teacher_tensors` (names of the cached teacher tensors). bind() builds the
+    terms' own parameters (projections) from the measured shapes; train() then gives
+    `parameters()` to the optimizer beside the student's and checkpoints `state_dict()`.
+    """
 
     def __init__(self, terms: list[tuple[str, float, LossTerm]]):
         super().__init__()
@@ -193,11 +226,29 @@ class WeightedLoss(nn.Module):
         self._active = [(key, float(w), term) for key, w, term in terms if w > 0]
         self.needs_labels = any(t.needs_labels for _, _, t in self._active)
         self.needs_teacher = any(t.needs_teacher for _, _, t in self._active)
+        layers = [t.student_layer for _, _, t in self._active if t.student_layer is not None]
+        tensors = [t.teacher_tensor for _, _, t in self._active if t.teacher_tensor is not None]
+        self.student_layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
+        self.teacher_tensors: tuple[str, ...] = tuple(dict.fromkeys(tensors))
 
     @property
     def active_names(self) -> list[str]:
         """Names of the terms that forward() computes and returns, in order."""
         return [key for key, _, _ in self._active]
+
+    def bind(
+        self,
+        student_shapes: Mapping[str, Sequence[int]],
+        teacher_shapes: Mapping[str, Sequence[int]],
+        classes: int,
+    ) -> None:
+        """Let every active term build its parameters from per-sample shapes (no batch dim)."""
+        for _, _, term in self._active:
+            term.bind(
+                student_shapes.get(term.student_layer) if term.student_layer else None,
+                teacher_shapes.get(term.teacher_tensor) if term.teacher_tensor else None,
+                classes,
+            )
 
     @contextlib.contextmanager
     def assume_all_labeled(self, flag: bool) -> Iterator[None]:
@@ -216,13 +267,18 @@ class WeightedLoss(nn.Module):
         student_logits: torch.Tensor,
         teacher_logits: torch.Tensor | None,
         labels: torch.Tensor | None,
+        student_features: dict[str, torch.Tensor] | None = None,
+        teacher_features: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch = LossBatch(
+            student_logits, teacher_logits, labels, student_features or {}, teacher_features or {}
+        )
         parts: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         for key, weight, term in self._active:
             # forward() directly: nn.Module.__call__ costs ~2 us a term per step on CPU, which
-            # shows on small students; terms are pure functions, so hooks on them are moot.
-            value = term.forward(student_logits, teacher_logits, labels)  # ()
+            # shows on small students; hooks on loss terms are moot.
+            value = term.forward(batch)  # ()
             parts[key] = value
             weighted = value if weight == 1.0 else weight * value
             total = weighted if total is None else total + weighted
@@ -231,8 +287,38 @@ class WeightedLoss(nn.Module):
         return total, parts
 
 
-def build_loss(terms: list[dict[str, Any]]) -> WeightedLoss:
-    """Build a weighted loss from specs like [{"name": "kd", "weight": 0.9, "temperature": 4}]."""
+def _parse(spec: dict[str, Any]) -> tuple[str, float, dict[str, Any]]:
+    """(name, weight, the term's own parameters) from the catalog's schema, or a sentence."""
+    name = spec["name"]
+    if name not in SCHEMAS:
+        raise DistillError(
+            f"Unknown loss term {name!r}; valid loss terms are: {', '.join(sorted(SCHEMAS))}."
+        )
+    fields = SCHEMAS[name].model_fields
+    unknown = sorted(set(spec) - set(fields))
+    if unknown:
+        raise DistillError(
+            f"Unknown key {unknown[0]!r} in loss term {name!r}; valid keys are: "
+            f"{', '.join(sorted(fields))}."
+        )
+    try:
+        parsed = SCHEMAS[name].model_validate(spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "term"
+        raise DistillError(
+            f"The {where} of loss term {name!r} is invalid ({first['msg']}), got "
+            f"{first.get('input')!r}; see GET /v1/losses for its parameters."
+        ) from exc
+    params = parsed.model_dump(exclude={"name", "weight"})
+    return name, parsed.weight, params
+
+
+def build_loss(terms: list[dict[str, Any]], default_layer: str | None = None) -> WeightedLoss:
+    """Build a weighted loss from specs like [{"name": "kd", "weight": 0.9, "temperature": 4}].
+
+    `default_layer` is the student module path a feature term reads when its student_layer
+    is null (the zoo family's first feature layer); rkd's null means the logits instead."""
     if not isinstance(terms, list) or not terms:
         raise DistillError(
             "The loss must be a non-empty list of terms, e.g. "
@@ -242,33 +328,19 @@ def build_loss(terms: list[dict[str, Any]]) -> WeightedLoss:
     for spec in terms:
         if not isinstance(spec, dict) or "name" not in spec:
             raise DistillError(f'Each loss term must be an object with a "name", got {spec!r}.')
-        name = spec["name"]
-        if name not in LOSSES:
-            raise DistillError(
-                f"Unknown loss term {name!r}; valid loss terms are: {', '.join(sorted(LOSSES))}."
-            )
-        weight = spec.get("weight", 1.0)
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, int | float)
-            or not math.isfinite(weight)
-            or weight < 0
-        ):
-            raise DistillError(
-                f"The weight of loss term {name!r} must be a finite number >= 0, got {weight!r}."
-            )
-        kwargs = {k: v for k, v in spec.items() if k not in ("name", "weight")}
-        unknown = sorted(set(kwargs) - _PARAMS[name])
-        if unknown:
-            valid = ", ".join(sorted(_PARAMS[name] | {"name", "weight"}))
-            raise DistillError(
-                f"Unknown key {unknown[0]!r} in loss term {name!r}; valid keys are: {valid}."
-            )
+        name, weight, params = _parse(spec)
         if any(key == name for key, _, _ in built):
             raise DistillError(
                 f"The loss term {name!r} appears twice; give it once with the summed weight."
             )
-        built.append((name, float(weight), LOSSES[name](**kwargs)))
+        if name in ("hint", "attention") and params["student_layer"] is None:
+            if default_layer is None:
+                raise DistillError(
+                    f"The loss term {name!r} needs a student_layer (a module path of the "
+                    "student, e.g. 'features'); this student has no default feature layer."
+                )
+            params["student_layer"] = default_layer
+        built.append((name, float(weight), LOSSES[name](**params)))
     if all(w == 0 for _, w, _ in built):
         raise DistillError("All loss weights are 0; give at least one term a weight > 0.")
     return WeightedLoss(built)

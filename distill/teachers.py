@@ -14,6 +14,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.onnx_safety import read_onnx
+from distill.teacher_tensors import list_tensors, with_outputs
 
 _FLOAT_TYPES = {
     "tensor(float)": np.float32,
@@ -31,6 +32,8 @@ class ModelInfo:
     output_shape: list[int | None]
     num_params: int  # ONNX: sum of initializer element counts
     input_dtype: str = "float32"  # what the model reads: a float type, or "int64" token ids
+    # ONNX: the named intermediate float tensors [{"name", "shape"}] a feature loss may read.
+    tensors: list[dict[str, object]] | None = None
 
 
 def _dims(shape: list[int | str | None]) -> list[int | None]:
@@ -131,6 +134,7 @@ def inspect_onnx(path: str | os.PathLike) -> ModelInfo:
         output_shape=[teacher.input_shape[0], *out.shape[1:]],
         num_params=int(num_params),
         input_dtype=np.dtype(teacher.dtype).name,
+        tensors=list_tensors(model),
     )
 
 
@@ -186,12 +190,17 @@ class OnnxTeacher:
         checked_bytes: bytes | None = None,
         threads: int | None = None,
         spin: bool = True,
+        tensors: tuple[str, ...] = (),
     ):
         # Every load goes through read_onnx, so a job's teacher is held to the same
         # no-external-data rule as its inspection. `checked_bytes`: what read_onnx
         # already returned for this path, so inspection reads the file once. `spin`:
         # see session_options.
         data = checked_bytes if checked_bytes is not None else read_onnx(path)[0]
+        # `tensors`: intermediate tensors to return beside the logits (predict_tensors).
+        self.tensors = tuple(tensors)
+        if self.tensors:
+            data = with_outputs(onnx.load_from_string(data), list(self.tensors))
         self.session = make_session(data, device, threads, spin)
         self.input_name, self.input_shape, self.dtype = check_io(self.session)
         self.output_name = self.session.get_outputs()[0].name
@@ -208,6 +217,31 @@ class OnnxTeacher:
                 f"shape {self.input_shape}."
             ) from exc
         return np.asarray(out)
+
+    def predict_tensors(
+        self, x: np.ndarray, batch_size: int = 1024
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Logits (N, C) and each of `self.tensors` (N, ...) float32, from one pass over x."""
+        x = fit_samples(np.asarray(x), self.input_shape[1:], "teacher")
+        names = [self.output_name, *self.tensors]
+        chunks: list[list[np.ndarray]] = [[] for _ in names]
+        for batch, n in padded_batches(x, self.input_shape[0], batch_size):
+            try:
+                feed = {self.input_name: cast_inputs(batch, self.dtype, "teacher")}
+                outs = self.session.run(names, feed)
+            except Exception as exc:
+                raise DistillError(
+                    f"The teacher model failed on a batch of shape {list(batch.shape)} "
+                    f"({str(exc).strip()[:300]}); check that the data matches its input."
+                ) from exc
+            for parts, out in zip(chunks, outs, strict=True):
+                parts.append(np.asarray(out)[:n])
+        logits = np.concatenate(chunks[0]).reshape(len(x), -1).astype(np.float32, copy=False)
+        arrays = {
+            name: np.concatenate(parts).astype(np.float32, copy=False)
+            for name, parts in zip(self.tensors, chunks[1:], strict=True)
+        }
+        return logits, arrays
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Teacher logits (N, C) float32 for inputs x (N, ...)."""

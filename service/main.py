@@ -24,6 +24,7 @@ from service.errors import install_error_handlers
 from service.fleet.endpoints import router as fleet_router
 from service.integrity import install_integrity_handler
 from service.jobs.endpoints import router as jobs_router
+from service.losses.endpoints import router as losses_router
 from service.models.endpoints import router as models_router
 from service.state import AppState, KeyCache
 from service.uploads import BodyLimitMiddleware
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_upload_bytes=settings.max_upload_bytes,
         max_json_bytes=settings.max_json_bytes,
     )
-    for router in (models_router, datasets_router, jobs_router, fleet_router, students_router):
+    routers = (models_router, datasets_router, jobs_router, fleet_router)
+    for router in (*routers, students_router, losses_router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -201,6 +201,7 @@ def inspect_model(model_id: str) -> None:
         input_shape=list(info.input_shape),
         output_shape=list(info.output_shape),
         num_params=info.num_params,
+        tensors=getattr(info, "tensors", None),
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.students import param_count, parse_params, shape_problem
+from catalog.students import FAMILIES, param_count, parse_params, shape_problem
 from core import lifecycle, repository
 from core.config import Settings
 from core.dispatch import Message, stage_message
@@ -138,6 +138,35 @@ def _check_family_fits(body: JobCreate, train: Dataset) -> None:
         )
 
 
+def _check_tensors(body: JobCreate, teacher: Model) -> None:
+    """Feature terms name tensors the teacher has and layers the zoo family has; an uploaded
+    student's layer is checked by the worker, which builds it."""
+    terms = body.tensor_terms
+    if not terms:
+        return
+    if body.teacher_outputs == "online":
+        raise Unprocessable(
+            f"Loss '{terms[0].name}' reads intermediate tensors, which only cached teacher "
+            "outputs provide; set teacher_outputs to 'cached' or drop that term."
+        )
+    names = [str(t["name"]) for t in teacher.tensors or []]
+    family = FAMILIES.get(body.student.architecture or "")
+    for term in terms:
+        wanted = getattr(term, "teacher_tensor", None)
+        if wanted is not None and wanted not in names:
+            valid = ", ".join(names[:50]) if names else "none (only ONNX teachers list tensors)"
+            raise Unprocessable(
+                f"Loss '{term.name}' names teacher_tensor '{wanted}' but teacher "
+                f"'{teacher.id}' has no such tensor; valid: {valid}."
+            )
+        layer = getattr(term, "student_layer", None)
+        if family is not None and layer is not None and layer not in family.feature_layers:
+            raise Unprocessable(
+                f"Loss '{term.name}' names student_layer '{layer}' but student architecture "
+                f"'{family.name}' has the feature layers {', '.join(family.feature_layers)}."
+            )
+
+
 def _check_size(
     body: JobCreate, teacher: Model, train: Dataset, student: Model | None, limit: int
 ) -> None:
@@ -224,6 +253,7 @@ async def create_job(
             kind = field.removesuffix("_id").replace("_", " ")
             datasets[field] = await _ready(session, Dataset, kind, tenant_id, rid)
     _check_fit(body, teacher, datasets)
+    _check_tensors(body, teacher)
     train = datasets["train_dataset_id"]
     student = await _check_student(session, tenant_id, body, teacher, train)
     _check_size(body, teacher, train, student, settings.max_student_params)

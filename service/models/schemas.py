@@ -25,6 +25,8 @@ class ModelPublic(BaseModel):
     input_shape: list[int | None] | None
     output_shape: list[int | None] | None
     num_params: int | None
+    # ONNX models: the named intermediate tensors a feature loss's teacher_tensor may name.
+    tensors: list[dict[str, Any]] | None = None
     source_job_id: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime

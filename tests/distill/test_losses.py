@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.errors import DistillError
-from distill.losses import LOSSES, build_loss
+from distill.losses import LOSSES, LossBatch, build_loss
 
 S = [[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]]
 T = [[3.0, 2.0, 1.0], [0.0, 0.0, 2.0]]
@@ -31,27 +31,27 @@ def test_kd_matches_hinton_formula() -> None:
         expected += sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True))
     expected = temp**2 * expected / len(S)
     s, t = tensors()
-    got = LOSSES["kd"](temperature=temp)(s, t, None)
+    got = LOSSES["kd"](temperature=temp)(LossBatch(s, t, None))
     assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_kd_is_zero_when_student_equals_teacher() -> None:
     s, _ = tensors()
-    assert LOSSES["kd"]()(s, s.clone(), None).item() == pytest.approx(0.0, abs=1e-6)
+    assert LOSSES["kd"]()(LossBatch(s, s.clone(), None)).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_ce_ignores_unlabeled_rows() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 3.0, 2.0]])
     labels = torch.tensor([0, -1, 2])
     expected = (-math.log(softmax([2.0, 1.0, 0.0])[0]) - math.log(softmax([1.0, 3.0, 2.0])[2])) / 2
-    assert LOSSES["ce"]()(logits, None, labels).item() == pytest.approx(
+    assert LOSSES["ce"]()(LossBatch(logits, None, labels)).item() == pytest.approx(
         expected, rel=1e-6, abs=1e-6
     )
 
 
 def test_ce_all_unlabeled_batch_is_exactly_zero_with_zero_grad() -> None:
     logits = torch.randn(4, 3, requires_grad=True)
-    value = LOSSES["ce"]()(logits, None, torch.full((4,), -1))
+    value = LOSSES["ce"]()(LossBatch(logits, None, torch.full((4,), -1)))
     value.backward()
     assert value.item() == 0.0
     assert logits.grad is not None and torch.equal(logits.grad, torch.zeros(4, 3))
@@ -73,13 +73,15 @@ def test_hard_uses_teacher_argmax() -> None:
     # Teacher argmax: row 0 -> class 0, row 1 -> class 2.
     expected = (-math.log(softmax(S[0])[0]) - math.log(softmax(S[1])[2])) / 2
     s, t = tensors()
-    assert LOSSES["hard"]()(s, t, None).item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert LOSSES["hard"]()(LossBatch(s, t, None)).item() == pytest.approx(
+        expected, rel=1e-6, abs=1e-6
+    )
 
 
 def test_mse_logits() -> None:
     diffs = [(a - b) ** 2 for sr, tr in zip(S, T, strict=True) for a, b in zip(sr, tr, strict=True)]
     s, t = tensors()
-    assert LOSSES["mse_logits"]()(s, t, None).item() == pytest.approx(
+    assert LOSSES["mse_logits"]()(LossBatch(s, t, None)).item() == pytest.approx(
         sum(diffs) / 6, rel=1e-6, abs=1e-6
     )
 
@@ -106,11 +108,14 @@ def test_weighted_sum_and_parts() -> None:
 @pytest.mark.parametrize(
     ("terms", "fragment"),
     [
-        ([{"name": "nope"}], "valid loss terms are: ce, hard, kd, mse_logits"),
-        ([{"name": "kd", "weight": -1}], "finite number >= 0"),
-        ([{"name": "kd", "weight": float("nan")}], "finite number >= 0"),
+        (
+            [{"name": "nope"}],
+            "valid loss terms are: attention, ce, dkd, hard, hint, kd, mse_logits, rkd",
+        ),
+        ([{"name": "kd", "weight": -1}], "weight of loss term 'kd' is invalid"),
+        ([{"name": "kd", "weight": float("nan")}], "weight of loss term 'kd' is invalid"),
         ([{"name": "ce", "temperature": 2}], "Unknown key 'temperature'"),
-        ([{"name": "kd", "temperature": 0}], "temperature must be a finite number > 0"),
+        ([{"name": "kd", "temperature": 0}], "temperature of loss term 'kd' is invalid"),
         ([{"name": "kd", "weight": 0}], "All loss weights are 0"),
         ([], "non-empty list"),
         ([{"weight": 1}], 'with a "name"'),

@@ -104,7 +104,7 @@ def test_losses_and_students_are_checked(client, auth, ids) -> None:
         client,
         auth,
         job_body(ids, losses=[{"name": "ce", "weight": 1, "temperature": 2}]),
-        "takes no temperature",
+        "takes no parameter 'temperature'",
     )
     _refused(client, auth, job_body(ids, student={"architecture": "vit"}), "unknown student")
     _refused(

@@ -3,6 +3,7 @@ first stage recorded, and the weights the training stage recorded."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -48,6 +49,8 @@ class SplitData:
     y_val: np.ndarray | None  # (M,)
     t_val: np.ndarray  # (M, C)
     val_source: str
+    # The teacher tensors feature losses read, {name: (N, ...)}, row-aligned with x.
+    features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def load_inputs(ctx: WorkerContext, raw_spec: dict[str, object]) -> JobInputs:
@@ -150,6 +153,20 @@ def load_logits(store: ArtifactStore, claim: Claim, field: str) -> np.ndarray:
     return np.load(_logits_path(store, claim, field), mmap_mode="r", allow_pickle=False)
 
 
+def load_tensors(store: ArtifactStore, claim: Claim, field: str) -> dict[str, np.ndarray]:
+    """The cached teacher tensors of one dataset field, {name: (N, ...)}; {} when none."""
+    stage = claim.inputs.get(Stage.TEACHER_INFERENCE.value, {})
+    out: dict[str, np.ndarray] = {}
+    for name, key in (stage.get("tensors") or {}).get(field, {}).items():
+        if not store.exists(key):
+            raise DistillError(
+                "The teacher's tensors for this dataset are missing from the artifact store "
+                "(was the cache cleared?); resubmit the job to run the teacher again."
+            )
+        out[name] = np.load(store.local_path(key), allow_pickle=False)
+    return out
+
+
 def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData:
     """The same split on every stage that asks: the holdout comes from the seed. With online
     teacher outputs there are no training logits (t is None): the teacher runs in the loop."""
@@ -165,6 +182,7 @@ def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
     has_t = "train_dataset_id" in cached_fields(inputs)
     t = load_logits(store, claim, "train_dataset_id") if has_t else None
     y = np.full(len(x), -1, dtype=np.int64) if y is None else y
+    features = load_tensors(store, claim, "train_dataset_id")  # {name: (N, ...)}
     if "val_dataset_id" in inputs.datasets:
         x_val, y_val = load_arrays(store, inputs.datasets["val_dataset_id"])
         t_val, val_source = load_logits(store, claim, "val_dataset_id"), "val_dataset"
@@ -175,6 +193,7 @@ def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         assert t is not None  # cached_fields names the train set when it holds the val set
         x_val, y_val, t_val = x[hold], y[hold], t[hold]
         x, y = x[keep], y[keep]
+        features = {name: array[keep] for name, array in features.items()}
         t = None if online else t[keep]
         y_val = None if (y_val < 0).all() else y_val
         val_source = f"holdout ({cut} samples of the train set)"
@@ -184,12 +203,15 @@ def split_data(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
         if t is not None:
             t = np.concatenate([t, load_logits(store, claim, "transfer_dataset_id")])
-    return SplitData(np.asarray(x), y, t, np.asarray(x_val), y_val, t_val, val_source)
+        more = load_tensors(store, claim, "transfer_dataset_id")
+        features = {name: np.concatenate([a, more[name]]) for name, a in features.items()}
+    return SplitData(np.asarray(x), y, t, np.asarray(x_val), y_val, t_val, val_source, features)
 
 
 def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData:
     """split_data for a set larger than memory: the same seeded holdout, as index views
-    over the files (distill.batches.Rows); nothing reads the whole x."""
+    over the files (distill.batches.Rows); nothing reads the whole x. Cached teacher tensors
+    for feature losses are the exception: they are held in memory, row-aligned with x."""
     store = ctx.store
     online = inputs.spec.teacher_outputs == "online"
     x, y = load_rows(store, inputs.datasets["train_dataset_id"])
@@ -197,6 +219,7 @@ def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
     # The logits stream beside x (the teacher stage checked them finite as it wrote them).
     t = Rows.of(_logits_path(store, claim, "train_dataset_id")) if has_t else None
     y = np.full(len(x), -1, dtype=np.int64) if y is None else y
+    features = load_tensors(store, claim, "train_dataset_id")  # {name: (N, ...)}
     x_val: np.ndarray | Rows
     if "val_dataset_id" in inputs.datasets:
         x_val, y_val = load_rows(store, inputs.datasets["val_dataset_id"])
@@ -209,6 +232,7 @@ def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         x_val, y_val, t_val = x.take(hold), y[hold], np.asarray(t.take(hold))
         x, y = x.take(keep), y[keep]
         t = None if online else t.take(keep)
+        features = {name: array[keep] for name, array in features.items()}
         y_val = None if (y_val < 0).all() else y_val
         val_source = f"holdout ({cut} samples of the train set)"
     if "transfer_dataset_id" in inputs.datasets:
@@ -217,7 +241,9 @@ def split_rows(ctx: WorkerContext, claim: Claim, inputs: JobInputs) -> SplitData
         y = np.concatenate([y, np.full(len(x_transfer), -1, dtype=np.int64)])
         if t is not None:
             t = t.concat(Rows.of(_logits_path(store, claim, "transfer_dataset_id")))
-    return SplitData(x, y, t, x_val, y_val, t_val, val_source)
+        more = load_tensors(store, claim, "transfer_dataset_id")
+        features = {name: np.concatenate([a, more[name]]) for name, a in features.items()}
+    return SplitData(x, y, t, x_val, y_val, t_val, val_source, features)
 
 
 def store_weights(store: ArtifactStore, model: nn.Module, spec: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ from workers.stages.inputs import (
     logits_key,
 )
 from workers.stages.result import StageResult
+from workers.stages.tensors import cache_tensors, job_tensors
 
 log = logging.getLogger("stillhouse.worker")
 # Samples per teacher call between two cancel checks: a cancel lands within one chunk.
@@ -145,7 +146,11 @@ def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) ->
     # Online KD runs the teacher in the training loop; only evaluation's logits are cached.
     datasets = {field: inputs.datasets[field] for field in cached_fields(inputs)}
     keys, sources = _logits_for(ctx, claim, check, inputs.teacher, datasets)
-    return StageResult(outputs={"logits": keys, "details": {"teacher_outputs": sources}})
+    outputs: dict[str, object] = {"logits": keys, "details": {"teacher_outputs": sources}}
+    names = job_tensors(inputs.spec)
+    if names:  # feature losses: the named teacher tensors, cached beside the logits
+        outputs["tensors"] = cache_tensors(ctx, check, inputs.teacher, datasets, names)
+    return StageResult(outputs=outputs)
 
 
 def _run_batch_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageResult:

@@ -21,6 +21,7 @@ import torch
 from sqlalchemy.orm import Session
 from torch import nn
 
+from catalog.students import FAMILIES
 from core import lifecycle, repository
 from core.lifecycle import Claim
 from core.models import Model
@@ -155,7 +156,17 @@ def _run_training(ctx: WorkerContext, claim: Claim, check: StopCheck) -> StageRe
             return start + (end - start) * done
 
         entry = _train_run(
-            ctx, claim, check, run, model, data, run_config, resume, progress, checkpoints
+            ctx,
+            claim,
+            check,
+            run,
+            model,
+            data,
+            run_config,
+            resume,
+            progress,
+            checkpoints,
+            architecture,
         )
         entry["weights"] = store_weights(ctx.store, model, model_spec)
         checkpoints[run] = entry
@@ -205,11 +216,15 @@ def _train_run(
     resume: TrainState | None,
     progress: Any,
     checkpoints: dict[str, Any],
+    architecture: str = "",
 ) -> dict[str, Any]:
     spec = JobCreate.model_validate(claim.spec)
+    features = None
     if run == "student":
-        loss = build_loss([term.engine_dict() for term in spec.losses])
-        teacher_logits = data.t
+        family = FAMILIES.get(architecture)
+        default_layer = family.feature_layers[0] if family and family.feature_layers else None
+        loss = build_loss([term.engine_dict() for term in spec.losses], default_layer)
+        teacher_logits, features = data.t, data.features
     else:
         loss = build_loss([{"name": "ce", "weight": 1.0}])
         teacher_logits = None
@@ -238,6 +253,7 @@ def _train_run(
             resume=resume,
             on_checkpoint=recorder.checkpoint,
             checkpoint_every_s=ctx.settings.checkpoint_every_s,
+            teacher_features=features,
         )
     if result.stopped_early:
         check.raise_if_stopped()
