@@ -91,7 +91,10 @@ def test_hint_on_a_named_teacher_tensor(
     hints = [p["value"] for p in points if p["name"] == "loss/hint"]
     assert len(hints) == 2 and all(v >= 0 for v in hints)
     # The tensor is cached beside the logits, per dataset the job reads.
-    tensors = teacher_stage_outputs(settings, job["id"])["tensors"]
+    outputs = teacher_stage_outputs(settings, job["id"])
+    tensors = outputs["tensors"]
+    # One teacher pass per dataset gave the tensors and the logits; none came from a cache.
+    assert set(outputs["details"]["teacher_outputs"].values()) == {"computed"}
     assert set(tensors) == {"train_dataset_id", "transfer_dataset_id", "val_dataset_id"}
     key = tensors["train_dataset_id"][name]
     assert key.startswith(f"cache/teacher-logits/{ids['teacher']['sha256']}/")
