@@ -85,13 +85,24 @@ def test_hint_on_a_named_teacher_tensor(
 
     response = client.post("/v1/jobs", headers=auth, json=body)
     assert response.status_code == 202, response.text
+    # A second job, waited together: its validation set is a holdout of the train set, so
+    # the teacher tensor is split with the rows (and extended by the transfer set).
+    holdout = {**body, "name": "holdout", "val_dataset_id": None}
+    second = client.post("/v1/jobs", headers=auth, json=holdout)
+    assert second.status_code == 202, second.text
     job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, FINISHED)
     assert job["status"] == "succeeded", job["error"]
+    split = wait_for(client, f"/v1/jobs/{second.json()['id']}", auth, FINISHED)
+    assert split["status"] == "succeeded", split["error"]
+    assert split["summary"]["val_source"].startswith("holdout")
     points = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()
     hints = [p["value"] for p in points if p["name"] == "loss/hint"]
     assert len(hints) == 2 and all(v >= 0 for v in hints)
     # The tensor is cached beside the logits, per dataset the job reads.
-    tensors = teacher_stage_outputs(settings, job["id"])["tensors"]
+    outputs = teacher_stage_outputs(settings, job["id"])
+    tensors = outputs["tensors"]
+    # One teacher pass per dataset gave the tensors and the logits; none came from a cache.
+    assert set(outputs["details"]["teacher_outputs"].values()) == {"computed"}
     assert set(tensors) == {"train_dataset_id", "transfer_dataset_id", "val_dataset_id"}
     key = tensors["train_dataset_id"][name]
     assert key.startswith(f"cache/teacher-logits/{ids['teacher']['sha256']}/")

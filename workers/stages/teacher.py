@@ -145,11 +145,17 @@ def run_teacher_inference(ctx: WorkerContext, claim: Claim, check: StopCheck) ->
     inputs = load_inputs(ctx, claim.spec)
     # Online KD runs the teacher in the training loop; only evaluation's logits are cached.
     datasets = {field: inputs.datasets[field] for field in cached_fields(inputs)}
-    keys, sources = _logits_for(ctx, claim, check, inputs.teacher, datasets)
-    outputs: dict[str, object] = {"logits": keys, "details": {"teacher_outputs": sources}}
     names = job_tensors(inputs.spec)
-    if names:  # feature losses: the named teacher tensors, cached beside the logits
-        outputs["tensors"] = cache_tensors(ctx, check, inputs.teacher, datasets, names)
+    # Feature losses: the named teacher tensors, cached beside the logits; a pass that
+    # computes them caches the logits too, so the logits pass below finds them.
+    tensors, computed = (
+        cache_tensors(ctx, check, inputs.teacher, datasets, names) if names else ({}, set())
+    )
+    keys, sources = _logits_for(ctx, claim, check, inputs.teacher, datasets)
+    sources.update({field: "computed" for field in computed})
+    outputs: dict[str, object] = {"logits": keys, "details": {"teacher_outputs": sources}}
+    if names:
+        outputs["tensors"] = tensors
     return StageResult(outputs=outputs)
 
 

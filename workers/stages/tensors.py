@@ -13,7 +13,7 @@ from distill.errors import DistillError
 from distill.teachers import OnnxTeacher
 from workers.context import WorkerContext
 from workers.jobs import StopCheck
-from workers.stages.inputs import load_arrays, save_logits
+from workers.stages.inputs import load_arrays, logits_key, save_logits
 
 CHUNK = 8192  # samples per teacher call between two cancel checks
 
@@ -36,9 +36,11 @@ def cache_tensors(
     teacher_row: Model,
     datasets: dict[str, Dataset],
     names: tuple[str, ...],
-) -> dict[str, dict[str, str]]:
-    """{dataset field: {tensor name: cache key}}, computing the tensors not cached yet."""
+) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """{dataset field: {tensor name: cache key}}, computing the tensors not cached yet, and
+    the fields whose logits the same pass computed and cached (the teacher runs once)."""
     keys: dict[str, dict[str, str]] = {}
+    with_logits: set[str] = set()
     for field, dataset in datasets.items():
         keys[field] = {n: tensor_key(teacher_row.sha256, dataset.sha256, n) for n in names}
         missing = tuple(n for n in names if not ctx.store.exists(keys[field][n]))
@@ -53,8 +55,10 @@ def cache_tensors(
         teacher = OnnxTeacher(path, device=ctx.device, tensors=missing)
         x, _ = load_arrays(ctx.store, dataset)
         parts: dict[str, list[np.ndarray]] = {n: [] for n in missing}
+        logits: list[np.ndarray] = []
         for start in range(0, len(x), CHUNK):
-            _, arrays = teacher.predict_tensors(x[start : start + CHUNK])
+            batch_logits, arrays = teacher.predict_tensors(x[start : start + CHUNK])
+            logits.append(batch_logits)  # (b, C)
             for name, array in arrays.items():
                 parts[name].append(array)
             if check():
@@ -67,4 +71,11 @@ def cache_tensors(
                     f"{field.removesuffix('_id')}; check the model and the data's scaling."
                 )
             save_logits(ctx.store, keys[field][name], array)
-    return keys
+        key = logits_key(teacher_row.sha256, dataset.sha256)
+        all_logits = np.concatenate(logits)  # (N, C)
+        width = (teacher_row.output_shape or [None])[-1]
+        if not ctx.store.exists(key) and all_logits.shape[1] == width:
+            if np.isfinite(all_logits).all():  # else the logits pass says why, with a sentence
+                save_logits(ctx.store, key, all_logits)
+                with_logits.add(field)
+    return keys, with_logits
