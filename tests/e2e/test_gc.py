@@ -61,6 +61,8 @@ def recorded_keys(private: Settings) -> set[str]:
     """Every blob key the rows record, walked by hand (not with core.blobs), so the test
     and the collector check each other."""
     keys = {k for (k,) in sql(private, "SELECT storage_key FROM datasets")}
+    for (arrays,) in sql(private, "SELECT arrays FROM datasets WHERE arrays IS NOT NULL"):
+        keys |= {arrays[name] for name in ("x", "y") if arrays.get(name)}  # converted arrays
     for (files,) in sql(private, "SELECT files FROM models"):
         keys |= {entry["key"] for entry in files.values()}
     stages = sql(private, "SELECT name, outputs, checkpoint FROM job_stages")
@@ -111,9 +113,13 @@ def test_gc_keeps_every_recorded_blob_and_deletes_the_rest(
         assert download.status_code == 200
     assert hashlib.sha256(download.content).hexdigest() == student["sha256"]
 
-    # A deleted dataset's file is freed by the next collection, once nothing records it.
+    # A deleted dataset's file and its converted arrays are freed by the next collection,
+    # once nothing records them.
     val = ids["val"]
+    ((arrays,),) = sql(private, "SELECT arrays FROM datasets WHERE id = %s", val["id"])
+    converted = [arrays[name] for name in ("x", "y") if arrays.get(name)]
     assert client.delete(f"/v1/datasets/{val['id']}", headers=auth).status_code == 204
     freed = gc(private)
-    assert (freed["deleted"], freed["reclaimed_bytes"]) == (1, val["size_bytes"])
+    expected_bytes = val["size_bytes"] + sum(before[key] for key in converted)
+    assert (freed["deleted"], freed["reclaimed_bytes"]) == (1 + len(converted), expected_bytes)
     assert not store.exists(f"blobs/{val['sha256'][:2]}/{val['sha256']}")
