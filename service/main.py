@@ -18,13 +18,13 @@ from core.config import Settings, get_settings
 from core.db import make_async_engine, make_async_sessionmaker
 from core.replies import reply_channel
 from core.storage import ArtifactStore
+from service.catalog.losses import router as losses_router
 from service.catalog.students import router as students_router
 from service.datasets.endpoints import router as datasets_router
 from service.errors import install_error_handlers
 from service.fleet.endpoints import router as fleet_router
 from service.integrity import install_integrity_handler
 from service.jobs.endpoints import router as jobs_router
-from service.losses.endpoints import router as losses_router
 from service.models.endpoints import router as models_router
 from service.state import AppState, KeyCache
 from service.uploads import BodyLimitMiddleware
