@@ -13,6 +13,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+# A tensor name or module path: printable, at most 256 characters.
+Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
 
 class LossParams(BaseModel):
     """Base of every term: `name`, `weight`, and the term's own parameters."""
@@ -72,17 +75,11 @@ class MSELogitsParams(LossParams):
 
 class HintParams(LossParams):
     name: Literal["hint"] = "hint"
-    teacher_tensor: str = Field(
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
+    teacher_tensor: Name = Field(
         description="The teacher's intermediate tensor (one of GET /v1/models/{id} `tensors`).",
     )
-    student_layer: str | None = Field(
+    student_layer: Name | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
         description="Module path in the student whose output is hinted; null: the family's "
         "first feature layer.",
     )
@@ -97,17 +94,11 @@ class HintParams(LossParams):
 
 class AttentionParams(LossParams):
     name: Literal["attention"] = "attention"
-    teacher_tensor: str = Field(
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
+    teacher_tensor: Name = Field(
         description="The teacher's intermediate tensor, (B, C, ...) with spatial dims.",
     )
-    student_layer: str | None = Field(
+    student_layer: Name | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
         description="Module path in the student, (B, C, ...) with spatial dims; null: the "
         "family's first feature layer.",
     )
@@ -127,19 +118,13 @@ class RKDParams(LossParams):
     name: Literal["rkd"] = "rkd"
     distance_weight: float = Field(default=25.0, ge=0.0, le=1e6, allow_inf_nan=False)
     angle_weight: float = Field(default=50.0, ge=0.0, le=1e6, allow_inf_nan=False)
-    teacher_tensor: str | None = Field(
+    teacher_tensor: Name | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
         description="The teacher's tensor whose sample-to-sample relations are matched; "
         "null: the teacher's logits.",
     )
-    student_layer: str | None = Field(
+    student_layer: Name | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
         description="Module path in the student; null: the student's logits.",
     )
 
