@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from distill.batches import POSITIONS, BlockStream, Rows, training_stream
+from distill.batches import POSITIONS, Rows
 from distill.checkpoint import TrainState, check_resume, restore, snapshot
 from distill.checks import ValData, validate_inputs
 from distill.class_weights import apply_class_weights, class_weights
+from distill.device_data import place_data, rows_tensor, val_stats_of
 from distill.errors import DistillError
 from distill.features import batch_features, prepare_features
 from distill.losses import WeightedLoss
@@ -181,57 +181,6 @@ def noise_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, epoch, 1]).generate_state(1)[0])
 
 
-def _to_device(
-    a: np.ndarray | None, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor | None:
-    return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device, dtype)
-
-
-def _rows_tensor(
-    rows: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """A host batch as a device tensor of `dtype`: float32, or int64 for a student that reads
-    token ids (distill.students.input_dtype); the cast happens here, at the point of use."""
-    return torch.from_numpy(np.ascontiguousarray(rows)).to(device, dtype)
-
-
-@torch.no_grad()
-def _val_stats(
-    student: nn.Module,
-    x: torch.Tensor | Rows,
-    y: torch.Tensor | None,
-    t: torch.Tensor | None,
-    autocast: Callable[[], contextlib.AbstractContextManager],
-) -> dict[str, torch.Tensor]:
-    """Validation metrics as 0-d device tensors (no host sync here). y has a labeled row."""
-    student.eval()
-    with autocast():
-        device, dtype = next(student.parameters()).device, input_dtype(student)
-        chunks = (x[i : i + 1024] for i in range(0, len(x), 1024))  # streamed when x is Rows
-        logits = torch.cat(
-            [
-                student(c if isinstance(c, torch.Tensor) else _rows_tensor(c, device, dtype))
-                for c in chunks
-            ]
-        )  # (N, C)
-    logits = logits.float()
-    student.train()
-    pred = logits.argmax(dim=1)  # (N,)
-    out: dict[str, torch.Tensor] = {}
-    if y is not None:
-        # -1 (unlabeled) never equals an argmax, so it only counts in the denominator's mask.
-        out["val_accuracy"] = (pred == y).sum() / (y >= 0).sum()
-    if t is not None:
-        out["val_agreement"] = (pred == t.argmax(dim=1)).float().mean()
-        out["val_kl"] = F.kl_div(
-            F.log_softmax(logits, dim=1),
-            F.log_softmax(t, dim=1),
-            reduction="batchmean",
-            log_target=True,
-        )
-    return out
-
-
 def train(
     student: nn.Module,
     x: np.ndarray | Rows,
@@ -311,33 +260,10 @@ def train(
         else contextlib.nullcontext
     )
 
-    x_dtype = input_dtype(student)  # int64 token ids for an embedding student, else float32
-    stream: BlockStream | None = None
-    X: torch.Tensor | None
-    if isinstance(x, Rows):  # larger than memory: rows come from the files per step
-        t_rows = teacher_logits if loss.needs_teacher else None
-        stream = training_stream(x, t_rows, config.batch_size)
-        X = torch.empty((len(x), 0), device=device)  # (N, 0): only its length is read
-    else:  # the whole data set moves to the device once; a step only indexes it.
-        X = _to_device(x, x_dtype, device)  # (N, ...)
-    assert X is not None
-    labeled_total = int((y >= 0).sum()) if y is not None else 0
-    # An all -1 label array is the same as none: no label term, no train accuracy.
-    Y = _to_device(y, torch.int64, device) if labeled_total > 0 else None  # (N,)
-    T = (
-        _to_device(np.asarray(teacher_logits), torch.float32, device)
-        if loss.needs_teacher and stream is None and teacher_logits is not None
-        else None
-    )  # (N, C)
-    val_t: tuple[torch.Tensor | Rows, torch.Tensor | None, torch.Tensor | None] | None = None
-    if val is not None:
-        xv, yv, tv = val
-        has_labels = yv is not None and bool((yv >= 0).any())
-        val_t = (
-            xv if isinstance(xv, Rows) else _rows_tensor(xv, device, x_dtype),  # (M, ...)
-            _to_device(yv, torch.int64, device) if has_labels else None,  # (M,)
-            _to_device(tv, torch.float32, device),
-        )  # (M, C)
+    t_cached = teacher_logits if loss.needs_teacher else None
+    data = place_data(student, x, y, t_cached, val, config.batch_size, device)
+    X, Y, T, stream, val_t = data.X, data.Y, data.T, data.stream, data.val
+    x_dtype, labeled_total = data.x_dtype, data.labeled_total
     tracker = Tracker(  # the best epoch (and its weights) and early stopping
         config.select,
         config.early_stopping,
@@ -391,8 +317,8 @@ def train(
                     rows = next(batches)
                     idx = torch.from_numpy(rows[POSITIONS]).to(device)  # (B,)
                     perm[start : start + len(idx)] = idx  # the order, for train accuracy
-                    xb = _rows_tensor(rows["x"], device, x_dtype)  # (B, ...)
-                    tb = _rows_tensor(rows["t"], device) if "t" in rows else None  # (B, C)
+                    xb = rows_tensor(rows["x"], device, x_dtype)  # (B, ...)
+                    tb = rows_tensor(rows["t"], device) if "t" in rows else None  # (B, C)
                 if noise_gen is not None:
                     xb.add_(torch.randn(xb.shape, generator=noise_gen, device=device), alpha=noise)
                 yb = Y[idx] if Y is not None else None  # (B,)
@@ -427,7 +353,7 @@ def train(
                     preds = torch.cat(step_logits).argmax(dim=1)  # (N,)
                 # -1 (unlabeled) never equals an argmax, so no mask is needed for the count.
                 stats.append((preds == Y[perm]).sum().float().view(1))
-            val_stats = _val_stats(student, *val_t, autocast) if val_t is not None else {}
+            val_stats = val_stats_of(student, *val_t, autocast) if val_t is not None else {}
             if val_stats:
                 stats.append(torch.stack(list(val_stats.values())).float())
             numbers = torch.cat(stats).tolist()
