@@ -108,8 +108,24 @@ def _rows(client: TestClient, auth: dict[str, str]) -> list[Any]:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Path:
-    return settings.data_dir / "artifacts"
+def gateway(settings: Settings, tmp_path: Path) -> Settings:
+    """The shared settings with a data folder of this test's own: the session worker writes
+    other tests' converted dataset arrays into the shared store at any time, and "leaves
+    nothing" is about what the gateway writes."""
+    return settings.model_copy(update={"data_dir": tmp_path / "data"})
+
+
+@pytest.fixture
+def client(gateway: Settings) -> Iterator[TestClient]:
+    from service.main import create_app
+
+    with TestClient(create_app(gateway)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def store(gateway: Settings) -> Path:
+    return gateway.data_dir / "artifacts"
 
 
 @pytest.mark.parametrize(
@@ -162,14 +178,14 @@ def test_a_chunked_50_mb_json_body_is_413(
 
 
 def test_a_chunked_upload_over_the_cap_is_413_with_the_cap(
-    settings: Settings, auth: dict[str, str], store: Path
+    gateway: Settings, auth: dict[str, str], store: Path
 ) -> None:
     from service.main import create_app
 
     raw = _raw_upload("big.npz", b"")
     head, tail = raw["content"].split(b"\r\n\r\n", 1)
     head += b"\r\n\r\n"
-    capped = settings.model_copy(update={"max_upload_bytes": MIB})
+    capped = gateway.model_copy(update={"max_upload_bytes": MIB})
     before = _files(store)
     with TestClient(create_app(capped)) as small:
         response = small.post(
