@@ -219,3 +219,52 @@ def wait_for(
             return body
         time.sleep(0.25)
     raise AssertionError(f"{path} did not reach {done} within {timeout} s; last: {body}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_api(settings: Settings, data_dir: Path, worker: subprocess.Popen[bytes]) -> Iterator[str]:
+    """A real `stillhouse api` (uvicorn) process on a free loopback port, over the session's
+    database, broker and data folder, with the session worker running: its base URL. For
+    tests that must cross real HTTP (the CLI, the browser)."""
+    import httpx
+
+    port = free_port()
+    log = data_dir / "api.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stillhouse.cli", "api", "--host", "127.0.0.1"]
+            + ["--port", str(port), "--log-level", "warning"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the API exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the API did not answer within 60 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
