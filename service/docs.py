@@ -22,6 +22,10 @@ ASSETS_URL = "/docs/assets"
 ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
 
+# Both pages may load images, fonts and data from this server only. ReDoc's bundle links
+# its "by Redocly" logo from the vendor's CDN; under this policy the browser never asks.
+OFFLINE_POLICY = "img-src 'self' data:; font-src 'self' data:; connect-src 'self'"
+
 SWAGGER_UI_PARAMETERS = {
     # Swagger UI would otherwise send the document to validator.swagger.io for a badge.
     "validatorUrl": None,
@@ -92,7 +96,7 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} API",
             swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
@@ -100,14 +104,18 @@ def install_docs(app: FastAPI) -> None:
             swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
+        page.headers["Content-Security-Policy"] = OFFLINE_POLICY
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} API",
             redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = OFFLINE_POLICY
+        return page

@@ -119,11 +119,7 @@ _EXAMPLES = {
         "No job with id '3f1c9a52-8d0e-4b7a-9c61-2e5d4f7a8b90' exists for this API key.",
     ),
     409: ("conflict", "The resource is in a state that does not allow this."),
-    413: (
-        "payload_too_large",
-        "The upload is larger than this server's limit of 1073741824 bytes; ask the operator "
-        "to raise STILLHOUSE_MAX_UPLOAD_BYTES or upload a smaller file.",
-    ),
+    413: ("payload_too_large", "The request body is larger than this server's limit."),
     415: (
         "unsupported_media_type",
         "Stillhouse cannot read 'teacher.h5'; upload .onnx (ONNX) or .safetensors with a zoo spec.",

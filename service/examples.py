@@ -11,7 +11,9 @@ from typing import Any
 
 from catalog.losses import describe
 from catalog.students import FAMILIES
+from core.config import Settings
 from service.catalog.students import StudentFamilyPublic
+from service.uploads import body_too_large_sentence, too_large_sentence
 
 TEACHER_ID = "8c2f7d1e-4b3a-4f6e-9d21-5a7b0c3e9f14"
 STUDENT_ID = "e5a91b7c-2d4f-4e8a-b3c6-71f0d92a4e58"
@@ -69,6 +71,10 @@ JOB_CREATE_EXAMPLES: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+# The 413 sentences at the default limits: a JSON body, and an upload.
+BODY_TOO_LARGE = body_too_large_sentence(Settings.model_fields["max_json_bytes"].default)
+UPLOAD_TOO_LARGE = too_large_sentence(Settings.model_fields["max_upload_bytes"].default)
 
 # POST /v1/models `spec`: what rebuilds uploaded safetensors weights.
 ZOO_SPEC = {

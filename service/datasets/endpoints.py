@@ -10,7 +10,8 @@ from core.dispatch import inspect_message
 from core.models import Dataset
 from core.queues import ResourceStatus, TaskName
 from core.spec import DATASET_FIELDS
-from service.datasets.formats import format_of, upload_options
+from service import examples
+from service.datasets.formats import format_of, unreadable, upload_options
 from service.datasets.schemas import DatasetPublic
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.errors import Conflict, NotFound, responses
@@ -30,7 +31,9 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses=responses(400, 413, 415, 422),
+    responses=responses(
+        400, 413, 415, 422, details={413: examples.UPLOAD_TOO_LARGE, 415: unreadable("data.h5")}
+    ),
 )
 async def upload_dataset(
     uow: UowDep,

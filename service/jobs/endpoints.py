@@ -29,7 +29,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 50
         400,
         413,
         422,
-        details={422: f"teacher model '{examples.TEACHER_ID}' names no model of yours."},
+        details={
+            413: examples.BODY_TOO_LARGE,
+            422: f"teacher model '{examples.TEACHER_ID}' names no model of yours.",
+        },
     ),
 )
 async def create_job(

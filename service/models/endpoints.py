@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelPublic,
-    responses=responses(400, 413, 415, 422),
+    responses=responses(400, 413, 415, 422, details={413: examples.UPLOAD_TOO_LARGE}),
 )
 async def upload_model(
     uow: UowDep,
@@ -152,7 +152,9 @@ async def download_model(
 @router.post(
     "/{model_id}/predict",
     response_model=PredictResponse,
-    responses=responses(400, 404, 409, 413, 422, 502, 503, 504, details=NOT_FOUND),
+    responses=responses(
+        400, 404, 409, 413, 422, 502, 503, 504, details={**NOT_FOUND, 413: examples.BODY_TOO_LARGE}
+    ),
 )
 async def predict_with_model(
     state: StateDep, tenant_id: ReadingTenantDep, model_id: IdPath, body: PredictRequest

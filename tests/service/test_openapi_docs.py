@@ -49,6 +49,9 @@ def test_reference_pages_load_only_local_assets(client: TestClient, page: str) -
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert "http://" not in response.text and "https://" not in response.text, response.text
+    # What the bundles themselves link to (ReDoc's vendor logo) the browser must not fetch.
+    policy = response.headers["content-security-policy"]
+    assert "img-src 'self' data:" in policy and "connect-src 'self'" in policy, policy
     parser = _Assets()
     parser.feed(response.text)
     assert any(u.endswith(".js") for u in parser.urls), parser.urls
