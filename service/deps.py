@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core import repository
 from core.auth import hash_key
@@ -46,22 +47,32 @@ async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
 CACHED_METHODS = frozenset({"GET", "HEAD"})
 
 
-async def get_tenant_id(
-    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    return await _tenant_id(state, authorization, cached=request.method in CACHED_METHODS)
+# Declared as the document's security scheme, so /docs has an "Authorize" box that sends the
+# key (Swagger UI never sends an `Authorization` header declared as a plain parameter).
+# auto_error=False: a missing or non-Bearer header is answered by our own 401 sentence.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key, sent as `Authorization: Bearer <key>`; "
+    "`stillhouse keys create` makes one.",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def get_reading_tenant_id(
-    state: StateDep, authorization: Annotated[str | None, Header()] = None
-) -> str:
+async def get_tenant_id(request: Request, state: StateDep, credentials: BearerDep) -> str:
+    return await _tenant_id(state, credentials, cached=request.method in CACHED_METHODS)
+
+
+async def get_reading_tenant_id(state: StateDep, credentials: BearerDep) -> str:
     """For a POST that changes nothing (a predict): it may trust the key cache as a GET does."""
-    return await _tenant_id(state, authorization, cached=True)
+    return await _tenant_id(state, credentials, cached=True)
 
 
-async def _tenant_id(state: AppState, authorization: str | None, cached: bool) -> str:
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+async def _tenant_id(
+    state: AppState, credentials: HTTPAuthorizationCredentials | None, cached: bool
+) -> str:
+    key = credentials.credentials if credentials is not None else ""
+    if not key.strip():
         raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
     key_hash = hash_key(key.strip())
     tenant_id = state.keys.get(key_hash) if cached else None

@@ -109,12 +109,54 @@ _DESCRIPTIONS = {
 }
 
 
-def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI declarations of error responses, all with the one ErrorBody schema.
+# What each status's body looks like, for the document's examples: a sentence of the kind
+# the route really writes (a route may pass its own with `details`).
+_EXAMPLES = {
+    400: ("http_error", "There was an error parsing the body"),
+    401: ("unauthorized", "Send your API key as 'Authorization: Bearer <key>'."),
+    404: (
+        "not_found",
+        "No job with id '3f1c9a52-8d0e-4b7a-9c61-2e5d4f7a8b90' exists for this API key.",
+    ),
+    409: ("conflict", "The resource is in a state that does not allow this."),
+    413: ("payload_too_large", "The request body is larger than this server's limit."),
+    415: (
+        "unsupported_media_type",
+        "Stillhouse cannot read 'teacher.h5'; upload .onnx (ONNX) or .safetensors with a zoo spec.",
+    ),
+    422: (
+        "invalid_request",
+        "The request is invalid: losses.0.weight: Input should be a valid number.",
+    ),
+    502: (
+        "worker_failed",
+        "The worker failed while running the model; the error is in its log. Retry, and report "
+        "it if it persists.",
+    ),
+    503: ("unavailable", UNAVAILABLE_SENTENCE),
+    504: (
+        "timeout",
+        "No worker of pool 'cpu' answered within 30 s; start a worker for that pool, or retry "
+        "with a longer timeout_s.",
+    ),
+}
+
+
+def responses(
+    *codes: int, details: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of error responses, all with the one ErrorBody schema and an
+    example body; `details` gives a route's own sentence for a status.
     Declaring 422 here also keeps FastAPI from advertising its own validation array."""
     declared: dict[int | str, dict[str, Any]] = {}
     for code in codes:
-        entry: dict[str, Any] = {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
+        error, detail = _EXAMPLES[code]
+        detail = (details or {}).get(code, detail)
+        entry: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS[code],
+            "content": {"application/json": {"example": {"error": error, "detail": detail}}},
+        }
         if code == 503:
             entry["headers"] = {
                 "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}

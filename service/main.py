@@ -21,6 +21,7 @@ from core.storage import ArtifactStore
 from service.catalog.losses import router as losses_router
 from service.catalog.students import router as students_router
 from service.datasets.endpoints import router as datasets_router
+from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.fleet.endpoints import router as fleet_router
 from service.integrity import install_integrity_handler
@@ -30,6 +31,17 @@ from service.state import AppState, KeyCache
 from service.uploads import BodyLimitMiddleware
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
+DESCRIPTION = """Upload a teacher model and data, start a distillation job, and download the
+student with a report of what distillation bought against a no-KD baseline.
+
+**Authentication.** Every `/v1` route needs an API key, sent as
+`Authorization: Bearer <key>` (press *Authorize*). `stillhouse keys create` makes one.
+
+**Errors** are `{"error": "<code>", "detail": "<a sentence>"}` with a 4xx or 5xx status;
+each operation lists the ones it can answer. A 503 carries `Retry-After`.
+
+**Lists** are newest first, `limit` items a page; pass `next_cursor` as `cursor` for the
+next page. Creating requests accept an `Idempotency-Key` header, so a retry is safe."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,8 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Stillhouse",
         version="0.1.0",
         summary="Knowledge distillation as a service: upload a teacher and data, get a student.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by service.docs from installed files: FastAPI's own pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     install_integrity_handler(app)
     app.add_middleware(

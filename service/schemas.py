@@ -37,7 +37,14 @@ explain_pattern(
 )
 
 # A path id that is not well formed is answered 404 without a query (see service.errors).
-IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The resource's id (a UUID).")]
+IdPath = Annotated[
+    str,
+    Path(
+        pattern=ID_PATTERN,
+        description="The resource's id (a UUID).",
+        examples=["3f1c9a52-8d0e-4b7a-9c61-2e5d4f7a8b90"],
+    ),
+]
 LimitQuery = Annotated[int, Query(ge=1, le=200, description="Items per page.")]
 CursorQuery = Annotated[
     str | None,

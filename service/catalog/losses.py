@@ -29,7 +29,7 @@ class LossList(BaseModel):
     items: list[LossInfo]
 
 
-@router.get("/v1/losses", response_model=LossList, responses=responses(401))
+@router.get("/v1/losses", response_model=LossList, responses=responses(401, 503))
 async def list_losses(tenant: TenantDep) -> LossList:
     """Every loss term a job's `losses` may name, with its parameter schema and defaults."""
     return LossList(items=[LossInfo(**item) for item in describe()])

@@ -32,15 +32,20 @@ MAX_IMAGE_SIDE = 1024
 SIZE = re.compile(r"^\s*(\d{1,5})\s*(?:[x×,]\s*(\d{1,5}))?\s*$")
 
 
+def unreadable(filename: str) -> str:
+    """The 415's sentence for a file whose name says no dataset format."""
+    return (
+        f"Stillhouse cannot read '{shown(filename) or 'the file'}' as a dataset; upload an "
+        ".npz (arrays 'x' and optionally 'y'), a .csv or .parquet table (name the label "
+        "column in 'label_column'), or a .zip of images with one folder per class (give "
+        "'image_size')."
+    )
+
+
 def format_of(filename: str) -> str:
     fmt = SUFFIXES.get(PurePosixPath(filename.lower()).suffix)
     if fmt is None:
-        raise UnsupportedMediaType(
-            f"Stillhouse cannot read '{shown(filename) or 'the file'}' as a dataset; upload an "
-            ".npz (arrays 'x' and optionally 'y'), a .csv or .parquet table (name the label "
-            "column in 'label_column'), or a .zip of images with one folder per class (give "
-            "'image_size')."
-        )
+        raise UnsupportedMediaType(unreadable(filename))
     return fmt
 
 

@@ -37,7 +37,7 @@ class WorkerPublic(BaseModel):
     alive: bool = False
 
 
-@router.get("/v1/workers", response_model=list[WorkerPublic], responses=responses(401, 422, 503))
+@router.get("/v1/workers", response_model=list[WorkerPublic], responses=responses(401, 503))
 async def list_workers(uow: UowDep, tenant_id: TenantDep, state: StateDep) -> list[WorkerPublic]:
     rows = await uow.session.execute(repository.workers_seen_by(tenant_id))
     now = utcnow()

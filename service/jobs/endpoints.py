@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import JSONResponse, Response
 
 from core import lifecycle, repository
 from core.models import Job, JobStage
 from core.queues import JobStatus, StageStatus
 from core.spec import TEXT_PATTERN, AnyJobCreate, InferenceJobCreate
+from service import examples
 from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
@@ -17,20 +18,28 @@ from service.jobs import service
 from service.jobs.schemas import JobPublic, JobReport, MetricPoint
 from service.schemas import CursorQuery, IdPath, LimitQuery, Page, paginate
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 422, 503))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 503))
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=responses(400, 413),
+    responses=responses(
+        400,
+        413,
+        422,
+        details={
+            413: examples.BODY_TOO_LARGE,
+            422: f"teacher model '{examples.TEACHER_ID}' names no model of yours.",
+        },
+    ),
 )
 async def create_job(
     uow: UowDep,
     tenant_id: TenantDep,
     settings: SettingsDep,
-    body: AnyJobCreate,
+    body: Annotated[AnyJobCreate, Body(openapi_examples=examples.JOB_CREATE_EXAMPLES)],
     idem: IdempotencyDep,
 ) -> JobPublic | JSONResponse:
     """A distillation job (`kind` "distill", the default) or a batch inference job
@@ -47,7 +56,7 @@ async def create_job(
     return await idem.commit(uow, JobPublic.of(job, stages), status.HTTP_202_ACCEPTED)
 
 
-@router.get("", response_model=Page[JobPublic])
+@router.get("", response_model=Page[JobPublic], responses=responses(422))
 async def list_jobs(
     uow: UowDep,
     tenant_id: TenantDep,
@@ -85,7 +94,7 @@ async def get_job(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobPubli
     return await _public(uow, await _get(uow, tenant_id, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=list[MetricPoint], responses=responses(404))
+@router.get("/{job_id}/metrics", response_model=list[MetricPoint], responses=responses(404, 422))
 async def job_metrics(
     uow: UowDep,
     tenant_id: TenantDep,
@@ -102,7 +111,18 @@ async def job_metrics(
     return [MetricPoint.model_validate(r) for r in rows]
 
 
-@router.get("/{job_id}/report", response_model=JobReport, responses=responses(404, 409))
+@router.get(
+    "/{job_id}/report",
+    response_model=JobReport,
+    responses=responses(
+        404,
+        409,
+        details={
+            409: f"Job '{examples.JOB_ID}' is running (stage training); its report is written "
+            "when the job succeeds."
+        },
+    ),
+)
 async def job_report(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobReport:
     """Teacher, distilled student, no-KD baseline and int8 variant side by side: accuracy,
     agreement, KL, calibration, size, and latency and throughput on the benchmark pool."""
@@ -115,7 +135,19 @@ async def job_report(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobRe
 
 
 @router.get(
-    "/{job_id}/logits", response_class=Response, responses={**BINARY, **responses(404, 409)}
+    "/{job_id}/logits",
+    response_class=Response,
+    responses={
+        **BINARY,
+        **responses(
+            404,
+            409,
+            details={
+                409: f"Job '{examples.JOB_ID}' is running; its logits can be downloaded once "
+                "it succeeds."
+            },
+        ),
+    },
 )
 async def job_logits(
     uow: UowDep, tenant_id: TenantDep, store: StoreDep, job_id: IdPath
@@ -126,7 +158,17 @@ async def job_logits(
     return download(store, key, f"{job.name}-logits.npy")
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(404, 409))
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses=responses(
+        404,
+        409,
+        details={
+            409: f"Job '{examples.JOB_ID}' has already succeeded; there is nothing to cancel."
+        },
+    ),
+)
 async def cancel_job(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobPublic:
     job = await _get(uow, tenant_id, job_id)
     after = await uow.session.scalar(lifecycle.request_cancel(job_id, tenant_id))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
@@ -9,6 +10,7 @@ from core import repository
 from core.dispatch import inspect_message
 from core.models import Model
 from core.queues import ResourceStatus, TaskName
+from service import examples
 from service.deps import ReadingTenantDep, SettingsDep, StateDep, StoreDep, TenantDep, UowDep
 from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
@@ -18,14 +20,19 @@ from service.models.schemas import ModelPublic, PredictRequest, PredictResponse
 from service.schemas import CursorQuery, IdPath, LimitQuery, NameForm, Page, paginate
 from service.uploads import checked_filename, name_from, store_upload
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 422, 503))
+NOT_FOUND = {
+    404: "No model with id '8c2f7d1e-4b3a-4f6e-9d21-5a7b0c3e9f14' exists for this API key."
+}
+IN_USE = "A queued or running job uses this model; cancel it or wait, then delete."
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 503))
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelPublic,
-    responses=responses(400, 413, 415),
+    responses=responses(400, 413, 415, 422, details={413: examples.UPLOAD_TOO_LARGE}),
 )
 async def upload_model(
     uow: UowDep,
@@ -35,7 +42,14 @@ async def upload_model(
     idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description=service.ACCEPTED)],
     name: NameForm = None,
-    spec: Annotated[str | None, Form(description="zoo spec JSON, for safetensors")] = None,
+    spec: Annotated[
+        str | None,
+        Form(
+            description="zoo spec JSON, for safetensors: the architecture that rebuilds the "
+            "weights (GET /v1/students lists the families)",
+            examples=[json.dumps(examples.ZOO_SPEC)],
+        ),
+    ] = None,
 ) -> ModelPublic | JSONResponse:
     filename = checked_filename(file)
     fmt = service.detect_format(filename, file.file, settings)
@@ -61,7 +75,7 @@ async def upload_model(
     return await idem.commit(uow, ModelPublic.of(row), status.HTTP_201_CREATED)
 
 
-@router.get("", response_model=Page[ModelPublic])
+@router.get("", response_model=Page[ModelPublic], responses=responses(422))
 async def list_models(
     uow: UowDep,
     tenant_id: TenantDep,
@@ -79,20 +93,22 @@ async def _get(uow: UowDep, tenant_id: str, model_id: str) -> Model:
     return row
 
 
-@router.get("/{model_id}", response_model=ModelPublic, responses=responses(404))
+@router.get("/{model_id}", response_model=ModelPublic, responses=responses(404, details=NOT_FOUND))
 async def get_model(uow: UowDep, tenant_id: TenantDep, model_id: IdPath) -> ModelPublic:
     return ModelPublic.of(await _get(uow, tenant_id, model_id))
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409))
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(404, 409, details={**NOT_FOUND, 409: IN_USE}),
+)
 async def delete_model(uow: UowDep, tenant_id: TenantDep, model_id: IdPath) -> Response:
     await _get(uow, tenant_id, model_id)
     active = await uow.session.scalars(repository.active_job_specs(tenant_id))
     for spec in active:
         if model_id in (spec.get("teacher_model_id"), spec.get("student", {}).get("model_id")):
-            raise Conflict(
-                "A queued or running job uses this model; cancel it or wait, then delete."
-            )
+            raise Conflict(IN_USE)
     # Blobs are content-addressed and may back other rows: only the row goes, and the
     # collector (core.blobs) deletes the blob once no row records it.
     await uow.session.execute(repository.delete_owned(Model, tenant_id, model_id))
@@ -109,7 +125,11 @@ SUFFIXES = {
 }
 
 
-@router.get("/{model_id}/file", response_class=Response, responses={**BINARY, **responses(404)})
+@router.get(
+    "/{model_id}/file",
+    response_class=Response,
+    responses={**BINARY, **responses(404, 422, details=NOT_FOUND)},
+)
 async def download_model(
     uow: UowDep,
     tenant_id: TenantDep,
@@ -132,7 +152,9 @@ async def download_model(
 @router.post(
     "/{model_id}/predict",
     response_model=PredictResponse,
-    responses=responses(400, 404, 409, 413, 502, 504),
+    responses=responses(
+        400, 404, 409, 413, 422, 502, 503, 504, details={**NOT_FOUND, 413: examples.BODY_TOO_LARGE}
+    ),
 )
 async def predict_with_model(
     state: StateDep, tenant_id: ReadingTenantDep, model_id: IdPath, body: PredictRequest
