@@ -66,7 +66,8 @@ export function chart(points, keep, unit, empty, title) {
     yTicks = [];
     for (let v = lo; v <= hi + st / 2; v += st) yTicks.push(+v.toFixed(10));
   }
-  const W = 500, H = 190, L = 42, R = 10, T = 8, B = 28;
+  // A narrower drawing on a phone, so its labels stay legible rather than shrink.
+  const W = window.innerWidth < 600 ? 340 : 500, H = 190, L = 42, R = 10, T = 8, B = 28;
   const X = (v) => L + ((v - x0) / (x1 - x0)) * (W - L - R);
   const Y = (v) => T + (1 - (tf(v) - lo) / (hi - lo)) * (H - T - B);
   const Yt = (t) => T + (1 - (t - lo) / (hi - lo)) * (H - T - B);

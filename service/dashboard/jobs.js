@@ -37,10 +37,12 @@ function runText(r, status) {
   return r.state === "waiting" ? "waiting for the student" : "not run";
 }
 
+// The epoch of the run going on (or last run): "3/20", and "baseline" under it once the
+// baseline trains.
 export function epochCell(j) {
   const t = j.training;
   if (!t) return dash;
-  return `${t.run === "baseline" ? "baseline " : ""}${t.epoch}/${t.epochs}`;
+  return [`${t.epoch}/${t.epochs}`, t.run === "baseline" ? el("span", { class: "run-tag" }, "baseline") : null];
 }
 
 export function renderJobs(box, jobs, more) {
@@ -60,7 +62,7 @@ export function renderJobs(box, jobs, more) {
     el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Name"), el("th", { scope: "col" }, "Status"),
       el("th", { scope: "col" }, "Progress"), el("th", { scope: "col", class: "wide" }, "Stage"),
       el("th", { scope: "col", class: "num" }, "Epoch"), el("th", { scope: "col", class: "wide" }, "Created"))),
-    el("tbody", {}, rows))), more ? el("p", { class: "small muted" }, `The newest ${jobs.length} jobs.`) : null);
+    el("tbody", {}, rows))), ...(more ? [el("p", { class: "small muted" }, `The newest ${jobs.length} jobs.`)] : []));
 }
 
 function describeLosses(spec) {
@@ -95,7 +97,7 @@ function renderStages(stages) {
 function renderProgress(j) {
   const runs = trainingRuns(j);
   const items = [el("div", { class: "run" }, el("span", { class: "runname" }, "Job"), bar(j.progress, j.status, "job progress"),
-    el("span", { class: "small muted" }, j.stage ? stageName(j.stage) : j.status))];
+    el("span", { class: "small muted" }, jobState(j)))];
   for (const r of runs) {
     const frac = r.state === "done" ? 1 : r.epochs ? r.epoch / r.epochs : 0;
     items.push(el("div", { class: "run", "data-run": r.run }, el("span", { class: "runname" }, r.run === "student" ? "Student" : "Baseline"),
@@ -103,6 +105,12 @@ function renderProgress(j) {
       el("span", { class: "small" }, runText(r, j.status))));
   }
   return el("div", { class: "runs" }, items);
+}
+
+function jobState(j) {
+  if (ACTIVE.has(j.status)) return j.stage ? stageName(j.stage) : j.status;
+  if (j.status === "succeeded") return "done";
+  return j.stage ? `${j.status} during ${stageName(j.stage)}` : j.status;
 }
 
 export function renderJob(box, j, metrics, actions) {

@@ -88,17 +88,3 @@ def log_in(page: Page, url: str, key: str) -> None:
     page.get_by_label("API key", exact=True).fill(key)
     page.get_by_role("button", name="Connect").click()
     page.get_by_role("navigation", name="Main").wait_for()
-
-
-# TEMPORARY (iteration only): a cached digits build.
-@pytest.fixture(scope="session")
-def digits() -> object:
-    from examples.digits import build_digits
-    import pickle
-    cache = Path("/tmp/dash-digits/files.pkl")
-    if cache.exists():
-        return pickle.loads(cache.read_bytes())
-    cache.parent.mkdir(exist_ok=True)
-    files = build_digits(cache.parent)
-    cache.write_bytes(pickle.dumps(files))
-    return files
