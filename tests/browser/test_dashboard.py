@@ -98,6 +98,8 @@ def test_upload_train_watch_report_and_download(
     page.get_by_label("Epochs", exact=True).fill("4")
     page.get_by_label("Batch size", exact=True).first.fill("64")
     expect(page.get_by_label("Also train a no-KD baseline of the same size")).to_be_checked()
+    page.get_by_text("Export, benchmark and teacher outputs").click()
+    page.get_by_label("Mode", exact=True).select_option("off")
     shoot(page, "job-form")
     page.get_by_role("button", name="Start job").click()
 
@@ -132,6 +134,10 @@ def test_upload_train_watch_report_and_download(
     expect(report.get_by_role("heading", name="Report")).to_be_visible()
     expect(report.locator("tr.student").first).to_contain_text("%")
     expect(report.locator("tr.baseline").first).to_contain_text("%")
+    # Quantization turned off is a fact about the job, not a fault.
+    expect(report.get_by_role("note")).to_have_text("Quantization was turned off for this job.")
+    expect(report.locator(".infobox")).to_have_count(1)
+    expect(report.locator(".errbox, .warnbox")).to_have_count(0)
     shoot(page, "job-succeeded")
     with page.expect_download() as info:
         report.get_by_role("button", name="Download onnx", exact=True).click()
@@ -159,7 +165,11 @@ def test_cancel_a_job_and_its_epochs_stay_true(
         ids = {}
         for kind, path in (("models", digits.teacher_onnx), ("datasets", digits.train_npz)):
             with open(path, "rb") as handle:
-                created = http.post(f"/v1/{kind}", files={"file": (path.name, handle)})
+                created = http.post(
+                    f"/v1/{kind}",
+                    files={"file": (path.name, handle)},
+                    data={"name": f"digits-{kind}"},
+                )
             assert created.status_code == 201, created.text
             ids[kind] = created.json()["id"]
         for kind, rid in ids.items():
@@ -194,6 +204,12 @@ def test_cancel_a_job_and_its_epochs_stay_true(
     shoot(page, "job-cancelled")
     page.get_by_role("link", name="Jobs", exact=True).click()
     expect(page.locator("tr", has_text="long-run")).to_contain_text(f"{ran}/500")
+
+    # Deleting asks first; the row goes once confirmed.
+    page.get_by_role("link", name="Models", exact=True).click()
+    page.get_by_role("button", name="Delete model digits-models").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No models yet.")).to_be_visible()
 
 
 def wait_until(ready: Callable[[], bool], timeout: float = 30.0) -> None:
