@@ -71,14 +71,14 @@ export async function buildJobForm(box, onCreated) {
   const submit = el("button", { type: "submit", class: "primary" }, "Start job");
   const form = el("form", { id: "jobform", novalidate: true, "aria-labelledby": "h-newjob" },
     el("h2", { id: "h-newjob" }, "Start a job"),
-    section("Job", name.node, baseline.node),
-    section("Teacher and data", teacher.node, data.map(([, p]) => p.node)),
+    columns("Job", name.node, baseline.node),
+    columns("Teacher and data", teacher.node, data.map(([, p]) => p.node)),
     section("Student", familyField, paramsBox),
     section("Loss terms", el("p", { class: "hint" }, "The total loss is the weighted sum of the terms switched on."), terms.map((t) => t.node)),
     section("Training", training.node),
     section("Placement (pools)", placement.node, list),
     el("details", {}, el("summary", {}, "Export, benchmark and teacher outputs"),
-      section("Quantization", quantization.node), section("Benchmark", benchmark.node), section("Teacher outputs", outputs.node)),
+      section("Quantization", quantization.node), section("Benchmark", benchmark.node), columns("Teacher outputs", outputs.node)),
     summary, el("div", { class: "row" }, submit));
 
   form.addEventListener("submit", async (ev) => {
@@ -122,6 +122,8 @@ export async function buildJobForm(box, onCreated) {
 }
 
 const section = (title, ...kids) => el("fieldset", {}, el("legend", {}, title), kids);
+// A section of single controls, laid out in columns like a generated group.
+const columns = (title, ...kids) => el("fieldset", { class: "cols" }, el("legend", {}, title), kids);
 
 // A rule the gateway checks past the schema answers with a sentence, not a location;
 // it names the resource or the field at its start.
