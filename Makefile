@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[worker,dev]'
+# The browser tests drive Debian's Chromium (never a Playwright download); installing
+# the package needs root, as in the CI image and the dev container.
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from core.broker import make_celery
 from core.config import Settings, get_settings
@@ -30,7 +31,9 @@ from service.models.endpoints import router as models_router
 from service.state import AppState, KeyCache
 from service.uploads import BodyLimitMiddleware
 
-DASHBOARD = Path(__file__).resolve().parent / "dashboard" / "index.html"
+# The dashboard: index.html at "/", its modules and styles under /dashboard/ (package data).
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+DASHBOARD = DASHBOARD_DIR / "index.html"
 DESCRIPTION = """Upload a teacher model and data, start a distillation job, and download the
 student with a report of what distillation bought against a no-KD baseline.
 
@@ -89,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
         return FileResponse(DASHBOARD, media_type="text/html")
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR), name="dashboard")
 
     return app
 

@@ -30,6 +30,10 @@ def test_openapi_and_dashboard_are_served(client: TestClient) -> None:
     assert {"/v1/models", "/v1/datasets", "/v1/jobs", "/v1/jobs/{job_id}/metrics"} <= set(paths)
     page = client.get("/")
     assert page.status_code == 200 and "Stillhouse" in page.text
+    # The page's modules and styles are package data; module scripts need a JS media type.
+    script = client.get("/dashboard/main.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "text/css" in client.get("/dashboard/app.css").headers["content-type"]
 
 
 @pytest.mark.usefixtures("worker")
