@@ -137,7 +137,11 @@ class Job(Base):
     # The stage running now, or the one the job waits for while it is queued.
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
-    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)  # the distilled student's epochs
+    # The training run going on or last run ("student", then "baseline"), and the
+    # baseline's epochs: a status read shows both runs' progress.
+    training_run: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    baseline_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     student_model_id: Mapped[str | None] = mapped_column(String(36), nullable=True)

@@ -107,8 +107,9 @@ class EpochRecorder:
         row: dict[str, Any] = {}
         if epochs:
             row["progress"] = self.progress(epochs[-1])
-            if not self.prefix:  # the job's `epoch` counts the distilled student's epochs
-                row["epoch"] = epochs[-1].epoch
+            # The job's `epoch` counts the distilled student's epochs, `baseline_epoch`
+            # the baseline's.
+            row["baseline_epoch" if self.prefix else "epoch"] = epochs[-1].epoch
         points = [
             {
                 "job_id": self.claim.job_id,

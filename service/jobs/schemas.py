@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -43,6 +43,16 @@ class TrainingStagePublic(StagePublic):
         return value or 0
 
 
+class TrainingProgress(BaseModel):
+    """The training stage's progress: the distilled student trains first, then the no-KD
+    baseline. `epoch` is the last epoch the run going on (or last run) finished: for a
+    cancelled or failed job, the epochs that really ran."""
+
+    run: Literal["student", "baseline"]
+    epoch: int
+    epochs: int  # the epochs asked (training.epochs); early stopping may end a run sooner
+
+
 class JobPublic(BaseModel):
     id: str
     kind: str  # "distill" or "inference" (batch inference)
@@ -50,7 +60,8 @@ class JobPublic(BaseModel):
     status: str
     stage: str | None
     progress: float
-    epoch: int
+    epoch: int  # the distilled student's last finished epoch
+    training: TrainingProgress | None  # null until a training run starts
     error: str | None
     attempt: int  # runs of the current stage (a stage whose worker died is re-run)
     cancel_requested: bool
@@ -77,6 +88,7 @@ class JobPublic(BaseModel):
             stage=job.stage,
             progress=job.progress,
             epoch=job.epoch,
+            training=_training(job),
             error=job.error,
             attempt=current.attempts if current is not None else 0,
             cancel_requested=job.cancel_requested,
@@ -196,3 +208,16 @@ class JobReport(BaseModel):
     teacher_outputs: str  # "cached" (offline KD) or "online"
     task: str = "classification"  # "regression": mse_logits is the only loss term
     stages: list[TrainingStagePublic | StagePublic]
+
+
+def _training(job: Job) -> TrainingProgress | None:
+    if job.training_run not in ("student", "baseline"):
+        return None
+    training = job.spec.get("training") if isinstance(job.spec, dict) else None
+    epochs = training.get("epochs") if isinstance(training, dict) else None
+    run = cast(Literal["student", "baseline"], job.training_run)
+    return TrainingProgress(
+        run=run,
+        epoch=job.epoch if run == "student" else (job.baseline_epoch or 0),
+        epochs=epochs if isinstance(epochs, int) else 0,
+    )

@@ -70,6 +70,8 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
     job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, FINISHED)
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"] == 1.0 and job["epoch"] == 30
+    # The student trained first, then the baseline: both ran all their epochs.
+    assert job["training"] == {"run": "baseline", "epoch": 30, "epochs": 30}
     assert [s["name"] for s in job["stages"]] == [
         "teacher_inference",
         "training",
@@ -133,6 +135,10 @@ def test_cancel_stops_a_running_job(client: TestClient, auth: dict[str, str], di
     assert job["status"] == "cancelled"
     assert time.monotonic() - asked < 10
     assert job["epoch"] < 1000
+    # The epochs that really ran, not the 1,000 asked.
+    assert job["training"] == {"run": "student", "epoch": job["epoch"], "epochs": 1000}
+    metrics = client.get(f"/v1/jobs/{job_id}/metrics", headers=auth, params={"name": "loss"})
+    assert max((m["epoch"] for m in metrics.json()), default=0) == job["epoch"]
     again = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
     assert again.status_code == 200  # cancelling a cancelled job is a no-op, not an error
 

@@ -64,7 +64,8 @@ def _initial_model(ctx: WorkerContext, spec: JobCreate, run: str, shape: Any, wi
 def _begin_run(ctx: WorkerContext, claim: Claim, run: str, from_epoch: int) -> None:
     """Drop the run's metric points past its checkpoint (a killed attempt may have
     written some), so the re-run's points are the only ones for those epochs."""
-    job_values: dict[str, Any] = {"epoch": from_epoch} if run == "student" else {}
+    epoch_column = "epoch" if run == "student" else "baseline_epoch"
+    job_values: dict[str, Any] = {"training_run": run, epoch_column: from_epoch}
 
     def begin(session: Session) -> None:
         lifecycle.fence(session, claim, **job_values)
