@@ -74,7 +74,8 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: a sentence stays one line, whatever the width, so a log or grep finds it.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def interactive() -> bool:

@@ -35,13 +35,16 @@ def key_of(auth: dict[str, str]) -> str:
     return auth["Authorization"].removeprefix("Bearer ")
 
 
-def run_cli(url: str, key: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def run_cli(
+    url: str, key: str, *args: Any, stdin: str = "", timeout: float = 180
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STILLHOUSE_")}
     env.update(STILLHOUSE_URL=url, STILLHOUSE_KEY=key)
     return subprocess.run(
         [sys.executable, "-m", "stillhouse.cli", *map(str, args)],
         env=env,
         cwd=ROOT,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -218,7 +221,7 @@ def test_bad_keys_files_and_ids_get_a_sentence_and_an_exit_code(
     (tmp_path / "job.yaml").write_text("name: [unclosed\n")
     bad = run_cli(live_api, key_of(auth), "jobs", "create", "-f", tmp_path / "job.yaml")
     assert bad.returncode == 2 and "is not valid JSON or YAML" in bad.stderr
-    invalid = run_cli(live_api, key_of(auth), "jobs", "create", "-f", "-", "--set", "name=x")
+    invalid = run_cli(live_api, key_of(auth), "jobs", "create", "-f", "-", stdin="name: x\n")
     assert invalid.returncode == 1 and "The request is invalid" in invalid.stderr
     assert "HTTP 422 invalid_request" in invalid.stderr
 
