@@ -118,7 +118,7 @@ def create(
             click.echo(f"job {job['id']} ({job['name']}) {job['status']}")
         for warning in job.get("warnings") or []:
             click.echo(f"warning: {warning}", err=True)
-        return watch_job(client, job["id"], interactive() and not quiet, as_json)
+        return watch_job(client, job["id"], interactive(), as_json, quiet)
 
 
 @jobs.command("list")

@@ -154,14 +154,18 @@ class Watch:
         click.echo("  ".join(parts), err=self.err)
 
 
-def watch_job(client: Client, job_id: str, live: bool, as_json: bool = False) -> int:
-    """Follow the job to its end; print its outcome; 0 when it succeeded, else 1."""
-    out = stderr() if as_json else stdout()
-    with Watch(client, job_id, live, out=out, err=as_json) as watch:
+def watch_job(
+    client: Client, job_id: str, live: bool, as_json: bool = False, quiet: bool = False
+) -> int:
+    """Follow the job to its end; print its outcome; 0 when it succeeded, else 1. With
+    `as_json` (the final job on stdout) or `quiet` (stdout holds the id alone), the
+    progress goes to stderr."""
+    aside = as_json or quiet
+    with Watch(client, job_id, live, out=stderr() if aside else stdout(), err=aside) as watch:
         job = client.wait(job_id, on_update=watch.update)
     if as_json:
         print_json(job)
-    else:
+    elif not (quiet and job["status"] == "succeeded"):  # -q: the id was all stdout holds
         outcome(job)
     return 0 if job["status"] == "succeeded" else 1
 
