@@ -365,12 +365,15 @@ class Client:
                     target = target / filename_of(response.headers.get("content-disposition", ""))
                 total = int(response.headers.get("content-length", 0)) or None
                 written = 0
-                with open(target, "wb") as out:
+                # A download cut short leaves no half file under the wanted name.
+                partial = target.with_name(target.name + ".part")
+                with open(partial, "wb") as out:
                     for chunk in response.iter_bytes(1024 * 1024):
                         out.write(chunk)
                         written += len(chunk)
                         if progress is not None:
                             progress(written, total)
+                partial.replace(target)
                 return target
         except httpx.TransportError as exc:
             raise ConnectionFailed(
