@@ -82,8 +82,14 @@ def _upload(client: httpx.Client, kind: str, path: Path) -> dict:
     return _wait(client, f"/v1/{kind}/{response.json()['id']}", {"ready", "invalid"})
 
 
-def test_embedded_defaults_distill_end_to_end(embedded: httpx.Client, digits: DigitsFiles) -> None:
+def test_embedded_defaults_distill_end_to_end(
+    embedded: httpx.Client, digits: DigitsFiles, tmp_path: Path
+) -> None:
     assert embedded.get("/readyz").json()["status"] == "ready"
+    # The banner names what the client commands read, and the logs went to files.
+    banner = (tmp_path / "dev.log").read_text()
+    assert f"export STILLHOUSE_URL={embedded.base_url} STILLHOUSE_KEY={KEY}" in banner
+    assert (tmp_path / "var" / "logs" / "worker.log").stat().st_size > 0
     teacher = _upload(embedded, "models", digits.teacher_onnx)
     train = _upload(embedded, "datasets", digits.train_npz)
     val = _upload(embedded, "datasets", digits.val_npz)
@@ -122,3 +128,6 @@ def test_embedded_defaults_distill_end_to_end(embedded: httpx.Client, digits: Di
     assert predicted.json()["format"] == "onnx"
     assert float(np.abs(np.array(predicted.json()["outputs"]) - logits[:8]).max()) <= 1e-4
     assert predicted.json()["predictions"] == logits[:8].argmax(1).tolist()
+    # Quiet: a whole job ran and nothing followed the banner (the worker logged to its file).
+    lines = [line for line in (tmp_path / "dev.log").read_text().splitlines() if line.strip()]
+    assert "Ctrl-C stops it" in lines[-1], lines[-5:]

@@ -1,0 +1,147 @@
+"""The operator's commands: migrate, api, worker, gc. They run the service's parts on
+this host and read the STILLHOUSE_* settings (core.config), not --url/--key."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+import click
+
+from core.config import get_settings
+
+
+def redacted(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return f"{head.split(':')[0]}://***@{tail}" if sep else url
+
+
+def migrate_database() -> None:
+    from core.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    click.echo(f"database migrated: {redacted(settings.resolved_database_url)}")
+
+
+@click.command()
+def migrate() -> int:
+    """Apply database migrations (alembic upgrade head)."""
+    migrate_database()
+    return 0
+
+
+LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False)
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on; default: STILLHOUSE_HOST (127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on; default: STILLHOUSE_PORT (8000).")
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True, help="Uvicorn's.")
+def api(host: str | None, port: int | None, log_level: str) -> int:
+    """Run the HTTP gateway alone."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "service.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=log_level.lower(),
+        # Access lines only when asked for (info or debug): a polled status read is one
+        # request every quarter second per watcher.
+        access_log=log_level.lower() in ("info", "debug"),
+    )
+    return 0
+
+
+@click.command()
+@click.option("--pool", default="cpu", show_default=True, help="The queue this worker serves.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda:N, or cuda:all (one worker process per GPU).",
+)
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True, help="Celery's.")
+def worker(pool: str, device: str, log_level: str) -> int:
+    """Run a worker for one pool and device."""
+    if device == "cuda:all":
+        from stillhouse.gpus import run_per_gpu
+
+        return run_per_gpu(pool, log_level)
+    os.environ["STILLHOUSE_WORKER_POOL"] = pool
+    os.environ["STILLHOUSE_WORKER_DEVICE"] = device
+    get_settings.cache_clear()
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            click.echo(f"error: device {device} is not available on this host", err=True)
+            return 2
+    elif device != "cpu":
+        click.echo(
+            f"error: device must be 'cpu', 'cuda[:N]' or 'cuda:all', not '{device}'", err=True
+        )
+        return 2
+    from workers.app import celery_app
+
+    # solo pool: one process, one task at a time, and CUDA is never initialised
+    # in a parent that forks (see docs/architecture.md, "Workers and pools").
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues",
+            pool,
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"{pool}-{device.replace(':', '')}-{os.getpid()}@%h",
+            "--loglevel",
+            log_level.upper(),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+@click.command()
+@click.option(
+    "--grace-seconds",
+    type=float,
+    help="Spare blobs younger than this (default: STILLHOUSE_GC_GRACE_S, one hour): an "
+    "upload or a job may be about to record them.",
+)
+@click.option("--dry-run", is_flag=True, help="Count, delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def gc(grace_seconds: float | None, dry_run: bool, as_json: bool) -> int:
+    """Delete stored blobs that no row references."""
+    from core.blobs import collect
+    from core.db import make_engine, make_sessionmaker
+    from core.storage import ArtifactStore
+
+    settings = get_settings()
+    grace = settings.gc_grace_s if grace_seconds is None else grace_seconds
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            store = ArtifactStore(settings.resolved_storage_url)
+            report = collect(store, session, grace, dry_run=dry_run)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(asdict(report)))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    click.echo(
+        f"{verb} {report.deleted} unreferenced blob(s), {report.reclaimed_bytes} bytes "
+        f"({report.reclaimed_bytes / 1024**2:.1f} MiB); kept {report.referenced} referenced and "
+        f"{report.young} younger than {grace:g} s, of {report.blobs} blobs"
+    )
+    return 0
