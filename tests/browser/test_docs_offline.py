@@ -6,46 +6,19 @@ Screenshots land in $STILLHOUSE_ARTIFACTS (else a pytest temporary folder)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
-
-CHROMIUM = Path(os.environ.get("STILLHOUSE_CHROMIUM", "/usr/bin/chromium"))
-# No GPU, no sandbox (tests run as root), and none of Chromium's own traffic.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def docs_browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"No Chromium at {CHROMIUM}: install Debian's package (`apt-get install chromium`) "
-            "or point STILLHOUSE_CHROMIUM at one."
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield browser
-        browser.close()
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 
 @pytest.fixture
-def offline(docs_browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+def offline(chromium: Browser) -> Iterator[tuple[Page, list[str]]]:
     """A page that can reach 127.0.0.1 only, and the list of URLs it was refused."""
-    context: BrowserContext = docs_browser.new_context(viewport={"width": 1440, "height": 900})
+    context: BrowserContext = chromium.new_context(viewport={"width": 1440, "height": 900})
     context.set_default_timeout(20_000)
     refused: list[str] = []
 
@@ -65,20 +38,13 @@ def offline(docs_browser: Browser) -> Iterator[tuple[Page, list[str]]]:
     assert not errors, f"the page raised in the browser: {errors}"
 
 
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("STILLHOUSE_ARTIFACTS") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def _operations(live_api: str) -> set[str]:
     paths = httpx.get(f"{live_api}/openapi.json", timeout=10).json()["paths"]
     return {f"{method.upper()} {path}" for path, item in paths.items() for method in item}
 
 
 def test_swagger_ui_renders_every_operation_offline(
-    live_api: str, offline: tuple[Page, list[str]], screenshots: Path
+    live_api: str, offline: tuple[Page, list[str]], artifacts: Path
 ) -> None:
     page, refused = offline
     page.goto(f"{live_api}/docs")
@@ -95,23 +61,23 @@ def test_swagger_ui_renders_every_operation_offline(
     assert "POST /v1/jobs" in rendered
     assert rendered == _operations(live_api)
     expect(page.get_by_role("button", name="Authorize")).to_be_visible()
-    page.screenshot(path=str(screenshots / "api-docs.png"))
+    page.screenshot(path=str(artifacts / "api-docs.png"))
 
     # The job operation opens on its example body and its declared errors.
     page.locator("#operations-jobs-create_job_v1_jobs_post .opblock-summary-control").click()
     operation = page.locator("#operations-jobs-create_job_v1_jobs_post")
     expect(operation.locator(".body-param__example").first).to_contain_text("cnn8-from-cnn64")
     expect(operation.locator("tr.response[data-code='422']")).to_contain_text("invalid_request")
-    operation.screenshot(path=str(screenshots / "api-docs-create-job.png"))
+    operation.screenshot(path=str(artifacts / "api-docs-create-job.png"))
     assert refused == [], f"/docs asked for hosts beyond this server: {refused}"
 
 
 def test_redoc_renders_offline(
-    live_api: str, offline: tuple[Page, list[str]], screenshots: Path
+    live_api: str, offline: tuple[Page, list[str]], artifacts: Path
 ) -> None:
     page, refused = offline
     page.goto(f"{live_api}/redoc")
     expect(page.locator("h1").first).to_contain_text("Stillhouse")
     expect(page.locator("h2", has_text="Create Job").first).to_be_visible()
-    page.screenshot(path=str(screenshots / "api-redoc.png"))
+    page.screenshot(path=str(artifacts / "api-redoc.png"))
     assert refused == [], f"/redoc asked for hosts beyond this server: {refused}"
