@@ -51,7 +51,7 @@ def test_jobs_survive_a_broker_restart_and_an_outage(
     training = {"epochs": 10, "batch_size": 16, "lr": 0.003}
 
     def submit(api: TestClient, name: str) -> str:
-        body = job_body(ids, name=name, placement=placement, training=training)
+        body = job_body(ids, name=name, placement=placement, training=training, baseline=False)
         response = api.post("/v1/jobs", headers=auth, json=body)
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
