@@ -25,6 +25,11 @@ from core.keys import create_key
 from core.migrate import upgrade
 from examples.digits import DigitsFiles, build_digits
 
+# One intra-op thread for torch in this process (the digits teacher, the engine tests) and
+# every process it starts, unless the caller chose: the tests' models are tiny, and on a
+# 2-core host shared by pytest and its workers a second thread only spins (see `settings`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 PG_ADMIN = os.environ.get("STILLHOUSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("STILLHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,12 +90,23 @@ def settings(pg_url: str, redis_prefix: str, data_dir: Path) -> Settings:
         # Enough runs for a p95 of models that take microseconds; a job's benchmark stage
         # then takes about a second instead of eight.
         benchmark_seconds=0.1,
+        # One intra-op thread for training and the benchmark: the tests' models are tiny, and on
+        # a 2-core host shared by pytest and several workers, a second thread only spins against
+        # the other processes (a digits epoch took 10-30x longer with two threads under load).
+        training_threads=1,
+        benchmark_threads=1,
     )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
+    pinned = {
+        f"STILLHOUSE_{name.upper()}": str(value)
+        for name in ("training_threads", "benchmark_threads")
+        if (value := getattr(settings, name)) is not None
+    }
     return {
         **os.environ,
+        **pinned,
         "STILLHOUSE_DATA_DIR": str(settings.data_dir),
         "STILLHOUSE_DATABASE_URL": settings.database_url,
         "STILLHOUSE_BROKER_URL": settings.broker_url,
@@ -137,14 +153,22 @@ def start_worker(
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_workers([process])
+
+
+def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every one first, then wait for each (SIGKILL after 20 s): their warm
+    shutdowns (signing off in the database) overlap instead of queueing."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.monotonic() + 20
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 SpawnWorker = Callable[..., subprocess.Popen[bytes]]
@@ -167,7 +191,7 @@ def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[SpawnWorker]:
     for process in started:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGCONT)  # a test may leave one frozen
-        stop_worker(process)
+    stop_workers(started)
 
 
 @pytest.fixture(scope="session")

@@ -46,12 +46,14 @@ def test_jobs_survive_a_broker_restart_and_an_outage(
 
     on_private = settings.model_copy(update={"broker_url": private_redis.url})
     pool, placement = private_pool("restart")
-    spawn_worker(pool, on_private)
+    # The first job's epochs are held open 0.5 s each, so the restart lands while it trains
+    # however fast this machine trains (one running, two queued).
+    spawn_worker(pool, on_private, STILLHOUSE_FAILPOINTS="restart-0:epoch=0.5")
     ids = upload_digits(client, auth, digits)  # inspected on the shared broker's cpu worker
     training = {"epochs": 10, "batch_size": 16, "lr": 0.003}
 
     def submit(api: TestClient, name: str) -> str:
-        body = job_body(ids, name=name, placement=placement, training=training)
+        body = job_body(ids, name=name, placement=placement, training=training, baseline=False)
         response = api.post("/v1/jobs", headers=auth, json=body)
         assert response.status_code == 202, response.text
         return str(response.json()["id"])

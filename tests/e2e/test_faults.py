@@ -17,10 +17,24 @@ from fastapi.testclient import TestClient
 
 from core.config import Settings
 from examples.digits import DigitsFiles
-from tests.conftest import SpawnWorker, wait_for
+from tests.conftest import SpawnWorker, new_tenant, wait_for
 from tests.e2e.test_digits_job import FINISHED, job_body, upload_digits
 
 pytestmark = pytest.mark.usefixtures("worker")  # the cpu pool: inspections and the reaper
+
+
+@pytest.fixture(scope="module")
+def auth(settings: Settings) -> dict[str, str]:
+    """One tenant for this module, so the digits are uploaded and inspected once (`ids`); each
+    test's jobs and students are still its own (they are counted by job id)."""
+    return new_tenant(settings)
+
+
+@pytest.fixture(scope="module")
+def ids(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, worker: object
+) -> dict[str, dict]:
+    return upload_digits(client, auth, digits)
 
 
 def private_pool(prefix: str) -> tuple[str, dict[str, str]]:
@@ -53,37 +67,53 @@ def students_of(client: TestClient, auth: dict[str, str], job_id: str) -> int:
     return sum(m["source_job_id"] == job_id for m in models)
 
 
+def longest_queue_wait(job: dict) -> float:
+    """The longest a stage of the job waited queued: from the previous stage's end (the
+    job's creation for the first) to its own start, in seconds."""
+    ready, longest = datetime.fromisoformat(job["created_at"]), 0.0
+    for s in job["stages"]:
+        started = datetime.fromisoformat(s["started_at"])
+        longest = max(longest, (started - ready).total_seconds())
+        ready = datetime.fromisoformat(s["finished_at"])
+    return longest
+
+
 def test_more_jobs_than_workers_all_finish(
     client: TestClient,
     auth: dict[str, str],
-    digits: DigitsFiles,
+    ids: dict[str, dict],
     spawn_worker: SpawnWorker,
     settings: Settings,
 ) -> None:
-    """Six jobs on one worker: the later ones wait longer than the heartbeat
-    timeout (8 s here) while queued, and the reaper leaves them alone."""
+    """Four jobs on one worker: the later ones wait longer than the heartbeat
+    timeout (8 s here) while queued, and the reaper leaves them alone. Each
+    training stage is held 3 s (a failpoint), so the last job's training waits
+    at least 9 s behind the others however fast this machine runs them."""
     pool, placement = private_pool("busy")
-    spawn_worker(pool)
-    ids = upload_digits(client, auth, digits)
+    spawn_worker(pool, STILLHOUSE_FAILPOINTS="training=3")
     training = {"epochs": 6, "batch_size": 32, "lr": 0.003}
     job_ids = [
         client.post(
             "/v1/jobs",
             headers=auth,
-            json=job_body(ids, name=f"busy-{i}", placement=placement, training=training),
+            json=job_body(
+                ids, name=f"busy-{i}", placement=placement, training=training, baseline=False
+            ),
         ).json()["id"]
-        for i in range(6)
+        for i in range(4)
     ]
     jobs = [wait_for(client, f"/v1/jobs/{j}", auth, FINISHED, timeout=180) for j in job_ids]
-    assert [j["status"] for j in jobs] == ["succeeded"] * 6, [j["error"] for j in jobs]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 4, [j["error"] for j in jobs]
     assert all(s["attempts"] == 1 for j in jobs for s in j["stages"])  # nothing was re-run
     first, last = min(j["created_at"] for j in jobs), max(j["finished_at"] for j in jobs)
     span = datetime.fromisoformat(last) - datetime.fromisoformat(first)
-    assert span.total_seconds() > settings.heartbeat_timeout_s  # some waited past the timeout
+    assert span.total_seconds() > settings.heartbeat_timeout_s
+    waits = [longest_queue_wait(j) for j in jobs]
+    assert max(waits) > settings.heartbeat_timeout_s, waits  # queued past the timeout
 
 
 def test_killed_mid_training_resumes_from_its_checkpoint(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, spawn_worker: SpawnWorker
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict], spawn_worker: SpawnWorker
 ) -> None:
     pool, placement = private_pool("resume")
     # Each epoch of this job is held open 0.3 s, so the kill lands mid-training however
@@ -91,7 +121,6 @@ def test_killed_mid_training_resumes_from_its_checkpoint(
     doomed = spawn_worker(
         pool, STILLHOUSE_CHECKPOINT_EVERY_S="0", STILLHOUSE_FAILPOINTS="resumed:epoch=0.3"
     )
-    ids = upload_digits(client, auth, digits)
     training = {"epochs": 16, "batch_size": 16, "lr": 0.001, "seed": 7}
     body = job_body(ids, name="resumed", baseline=False, placement=placement, training=training)
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
@@ -119,12 +148,13 @@ def test_killed_mid_training_resumes_from_its_checkpoint(
 
 
 def test_killed_during_export_still_one_student(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, spawn_worker: SpawnWorker
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict], spawn_worker: SpawnWorker
 ) -> None:
     pool, placement = private_pool("export")
     doomed = spawn_worker(pool, STILLHOUSE_FAILPOINTS="exported:export=60")
-    ids = upload_digits(client, auth, digits)
-    body = job_body(ids, name="exported", placement=placement, training={"epochs": 2})
+    body = job_body(
+        ids, name="exported", placement=placement, training={"epochs": 2}, baseline=False
+    )
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
     wait_until(client, job_id, auth, lambda j: stage(j, "export")["status"] == "running")
     os.kill(doomed.pid, signal.SIGKILL)
@@ -137,13 +167,12 @@ def test_killed_during_export_still_one_student(
 
 
 def test_frozen_worker_is_fenced_out_when_it_wakes(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, spawn_worker: SpawnWorker
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict], spawn_worker: SpawnWorker
 ) -> None:
     """SIGSTOP past the heartbeat timeout: another worker takes the stage over.
     SIGCONT: the first one's writes are refused and it stops."""
     pool, placement = private_pool("frozen")
     frozen = spawn_worker(pool, STILLHOUSE_CHECKPOINT_EVERY_S="0")
-    ids = upload_digits(client, auth, digits)
     training = {"epochs": 24, "batch_size": 16, "lr": 0.001}
     body = job_body(ids, name="fenced", placement=placement, training=training)
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
