@@ -54,8 +54,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from examples.digits_kd import cnn_teacher, digit_images, export_onnx, fit, split_labels  # noqa: E402
+
 KEY = "bench-kd-gain-key-0123456789abcdef"
-LABELED_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -72,54 +73,18 @@ class Task:
     batch_size: int
 
 
-def fit(net: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float) -> nn.Module:
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    net.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(xt)).split(64):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(net(xt[batch]), yt[batch]).backward()
-            optimizer.step()
-    return net.eval()
-
-
-def split_labels(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[Any, Any]:
-    """(labeled x, y), unlabeled x: a fixed LABELED_FRACTION of the rows keeps its label."""
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = int(len(x) * LABELED_FRACTION)
-    return (x[order[:cut]], y[order[:cut]]), x[order[cut:]]
-
-
 def digits_task() -> Task:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    val, train = order[:360], order[360:]
-    teacher = nn.Sequential(
-        nn.Conv2d(1, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(64, 128, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(128 * 16, 256),
-        nn.ReLU(),
-        nn.Linear(256, 10),
-    )
-    fit(teacher, x[train], y[train], epochs=30, lr=1e-3)
-    labeled, transfer = split_labels(x[train], y[train])
+    (x, y), val = digit_images()
+    torch.manual_seed(0)
+    teacher = fit(cnn_teacher(channels=(64, 128), hidden=256), x, y, epochs=30, lr=1e-3)
+    labeled, transfer = split_labels(x, y)
     return Task(
         name="digits-cnn2d",
         teacher=teacher,
         teacher_input=(1, 8, 8),
         train=labeled,
         transfer=transfer,
-        val=(x[val], y[val]),
+        val=val,
         student={"architecture": "cnn2d", "params": {"channels": [8, 16]}},
         epochs=60,
         lr=3e-3,
@@ -192,22 +157,9 @@ def mnist1d_tasks() -> list[Task]:
 
 def onnx_bytes(net: nn.Module, sample: tuple[int, ...]) -> bytes:
     """The teacher as a user uploads it: one self-contained ONNX file, dynamic batch."""
-    import warnings
-
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "teacher.onnx"
-        torch.onnx.export(
-            net,
-            (torch.zeros(2, *sample),),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        export_onnx(net, sample, path)
         return path.read_bytes()
 
 
@@ -226,19 +178,21 @@ def free_port() -> int:
 class Service:
     """`stillhouse dev` in a temporary folder, on a free port."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, env: dict[str, str] | None = None) -> None:
+        """`env` overrides the bench's settings; the default shortens the benchmark stage."""
+        folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
+        environment = {
             **os.environ,
             "STILLHOUSE_DATA_DIR": str(folder),
             "STILLHOUSE_PORT": str(self.port),
             "STILLHOUSE_API_KEY": KEY,
-            "STILLHOUSE_BENCHMARK_SECONDS": "0.2",
+            **({"STILLHOUSE_BENCHMARK_SECONDS": "0.2"} if env is None else env),
         }
         self.log = (folder / "service.log").open("wb")
         command = [sys.executable, "-m", "stillhouse.cli", "dev"]
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
+        self.process = subprocess.Popen(command, env=environment, stdout=self.log, stderr=self.log)
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
         )
