@@ -131,8 +131,13 @@ def accuracy(net: Any, x: np.ndarray, y: np.ndarray) -> float:
 def export_onnx(net: Any, sample_shape: tuple[int, ...], path: Path) -> None:
     """A classifier as one self-contained ONNX file (input "input" of shape (batch,
     *sample_shape), output "logits", a dynamic batch dim): what a user uploads as a teacher."""
+    import logging
+
     import torch
 
+    # The exporter logs a warning per torchvision operator it cannot register; this
+    # project has no torchvision and exports none of them.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
         torch.onnx.export(

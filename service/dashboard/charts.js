@@ -74,7 +74,7 @@ export function chart(points, keep, unit, empty, title) {
   const g = [];
   for (const t of yTicks) {
     g.push(sv("line", { x1: L, x2: W - R, y1: Yt(t), y2: Yt(t), stroke: "#e6e9ed" }));
-    g.push(sv("text", { x: L - 5, y: Yt(t) + 3, "text-anchor": "end" }, log ? tickLabel(Math.pow(10, t)) : unit ? fmtPct(t) : tickLabel(t)));
+    g.push(sv("text", { x: L - 5, y: Yt(t) + 3, "text-anchor": "end" }, log ? tickLabel(Math.pow(10, t)) : unit ? `${Math.round(t * 100)}%` : tickLabel(t)));
   }
   const xs = Math.max(1, niceStep(x1 - x0, 6));
   for (let v = Math.ceil(x0 / xs) * xs; v <= x1; v += xs) {
