@@ -30,7 +30,9 @@ PHONE = {"width": 390, "height": 844}
 Shoot = Callable[..., Path]
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an asyncio loop running while it is up, and
+# later tests (asyncio.run in tests/core) must not start inside it.
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
