@@ -26,23 +26,9 @@ class DigitsFiles:
 def export_teacher(net: Any, features: int, path: Path) -> None:
     """A flat-input classifier as one self-contained ONNX file (input "input", output
     "logits", a dynamic batch dim): what a user uploads as a teacher."""
-    import warnings
+    from examples.digits_kd import export_onnx
 
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
-        torch.onnx.export(
-            net,
-            (torch.zeros(2, features),),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            dynamo=True,
-            external_data=False,  # one self-contained file to upload
-            verbose=False,
-        )
+    export_onnx(net, (features,), path)
 
 
 def build_digits(folder: Path, epochs: int = 60, seed: int = 0) -> DigitsFiles:
