@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # Loaded models (ONNX Runtime sessions, torch modules) a worker keeps for predicts, so
     # repeated calls do not reload the file; each holds the model's weights in memory.
     predict_cached_models: int = Field(default=4, ge=1)
+    # When set, GET /metrics asks for `Authorization: Bearer <this token>`; empty leaves it
+    # open, as scrapers usually are (keep the port off the internet, or set it).
+    metrics_token: str = ""
+    # How long /metrics waits for its database reads (jobs, queues, workers) before it answers
+    # without them and with stillhouse_metrics_database_up 0: a scrape must not hang in an outage.
+    metrics_db_timeout_s: float = Field(default=2.0, gt=0, le=60)
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""

@@ -245,3 +245,14 @@ class Worker(Base):
     last_heartbeat: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     __table_args__ = (Index("ix_workers_pool_heartbeat", "pool", "last_heartbeat"),)
+
+
+class MaintenanceRun(Base):
+    """When the reaper and the sweeper last completed a pass, and on which worker: any
+    worker may run them, so the gateway's /metrics reads this row rather than a process."""
+
+    __tablename__ = "maintenance_runs"
+    # "reaper" or "sweeper".
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_run_at: Mapped[datetime] = mapped_column(Timestamp)
+    worker_id: Mapped[str] = mapped_column(String(300))

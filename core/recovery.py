@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.dispatch import Message, stage_message
 from core.inspection import claimable
 from core.lifecycle import end_job, lock_job
-from core.models import Job, JobStage, utcnow
+from core.models import Job, JobStage, MaintenanceRun, utcnow
 from core.queues import JobStatus, ResourceStatus, StageStatus
 
 
@@ -157,4 +158,17 @@ def unsettled_uploads(
 def mark_upload_resent(session: Session, entity: Any, row_id: str, seen: datetime) -> bool:
     return _touch_if_unchanged(
         session, entity, row_id, ResourceStatus.PENDING.value, "updated_at", seen
+    )
+
+
+def record_pass(session: Session, name: str, worker_id: str) -> None:
+    """Upsert when `name` (reaper, sweeper) last completed a pass, and where: the
+    gateway's /metrics shows how long ago, whichever worker ran it."""
+    dialect = session.get_bind().dialect.name
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = {"last_run_at": utcnow(), "worker_id": worker_id}
+    session.execute(
+        build(MaintenanceRun)
+        .values(name=name, **values)
+        .on_conflict_do_update(index_elements=["name"], set_=values)
     )

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Delete, Insert, Select, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core.models import ApiKey, Job, JobStage, Metric, Tenant, Worker
-from core.queues import ACTIVE_JOB_STATUSES
+from core.models import ApiKey, Job, JobStage, MaintenanceRun, Metric, Tenant, Worker
+from core.queues import ACTIVE_JOB_STATUSES, StageStatus
 from core.stages import TRAINING_RUNS
 
 
@@ -66,6 +66,26 @@ def live_worker_counts(now: datetime, timeout_s: float) -> Select[str, int]:
     answers both "is there a GPU worker?" and "does this pool have anyone?"."""
     fresh = Worker.last_heartbeat >= now - timedelta(seconds=timeout_s)
     return select(Worker.pool, func.count()).where(fresh).group_by(Worker.pool)
+
+
+def job_status_counts() -> Select[str, int]:
+    """(status, jobs) over every tenant: the operator's view, for /metrics."""
+    return select(Job.status, func.count()).group_by(Job.status)
+
+
+def queued_stage_stats() -> Select[str | None, int, datetime | None]:
+    """(pool, stages queued, oldest queued_at) for every pool with a queued stage; the
+    (status, queued_at) index answers it without reading the table."""
+    queued = JobStage.status == StageStatus.QUEUED.value
+    return (
+        select(JobStage.pool, func.count(), func.min(JobStage.queued_at))
+        .where(queued)
+        .group_by(JobStage.pool)
+    )
+
+
+def maintenance_runs() -> Select[str, datetime]:
+    return select(MaintenanceRun.name, MaintenanceRun.last_run_at)
 
 
 def active_job_specs(tenant_id: str) -> Select[Any]:

@@ -29,6 +29,8 @@ from service.integrity import install_integrity_handler
 from service.jobs.endpoints import router as jobs_router
 from service.models.endpoints import router as models_router
 from service.state import AppState, KeyCache
+from service.telemetry.endpoints import router as telemetry_router
+from service.telemetry.middleware import HttpMetricsMiddleware
 from service.uploads import BodyLimitMiddleware
 
 # The dashboard: index.html at "/", its modules and styles under /dashboard/ (package data).
@@ -85,8 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_upload_bytes=settings.max_upload_bytes,
         max_json_bytes=settings.max_json_bytes,
     )
+    app.add_middleware(HttpMetricsMiddleware)  # outermost: it times and counts the 413s too
     routers = (models_router, datasets_router, jobs_router, fleet_router)
-    for router in (*routers, students_router, losses_router):
+    for router in (*routers, students_router, losses_router, telemetry_router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

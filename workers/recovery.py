@@ -51,6 +51,7 @@ def reap(ctx: WorkerContext) -> None:
         if isinstance(result, Message):
             dispatch(result)
     give_up_uploads(ctx)
+    record_pass(ctx, "reaper")
 
 
 def give_up_uploads(ctx: WorkerContext) -> None:
@@ -109,6 +110,14 @@ def sweep(ctx: WorkerContext) -> None:
             dispatch(inspect_message(task, row.id))
     if ctx.pool == Pool.CPU.value:
         _collect_garbage_now_and_then(ctx)
+    record_pass(ctx, "sweeper")
+
+
+def record_pass(ctx: WorkerContext, name: str) -> None:
+    """A completed pass, for /metrics (core.recovery.record_pass). A sweep skipped because
+    this worker is busy records nothing: the sweeper's age grows while every worker is busy."""
+    with ctx.sessions.begin() as session:
+        recovery.record_pass(session, name, ctx.worker_id)
 
 
 def _collect_garbage_now_and_then(ctx: WorkerContext) -> None:

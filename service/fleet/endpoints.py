@@ -7,8 +7,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
@@ -82,8 +81,3 @@ async def readyz(state: StateDep) -> JSONResponse:
         "time": datetime.now(UTC).isoformat(),
     }
     return JSONResponse(body, status_code=200 if ready else 503)
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

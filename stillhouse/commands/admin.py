@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
@@ -40,21 +41,45 @@ LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"], cas
 @click.option("--host", help="Interface to listen on; default: STILLHOUSE_HOST (127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on; default: STILLHOUSE_PORT (8000).")
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True, help="Uvicorn's.")
-def api(host: str | None, port: int | None, log_level: str) -> int:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Gateway processes sharing the port; /metrics sums their counters.",
+)
+def api(host: str | None, port: int | None, log_level: str, workers: int) -> int:
     """Run the HTTP gateway alone."""
     import uvicorn
 
     settings = get_settings()
+    port = port or settings.port
+    prepare_metrics_dir(settings.data_dir, port)
     uvicorn.run(
         "service.main:app",
         host=host or settings.host,
-        port=port or settings.port,
+        port=port,
+        workers=workers,
         log_level=log_level.lower(),
         # Access lines only when asked for (info or debug): a polled status read is one
         # request every quarter second per watcher.
         access_log=log_level.lower() in ("info", "debug"),
     )
     return 0
+
+
+def prepare_metrics_dir(data_dir: Path, port: int) -> Path:
+    """Point prometheus_client's multiprocess mode at a folder (PROMETHEUS_MULTIPROC_DIR if
+    the operator set one, else <data dir>/prometheus/<port>) and empty it: each gateway
+    process writes its counters there and /metrics sums them. Files left by an earlier run
+    would be counted again, so they go. It is set before any gateway process imports
+    prometheus_client, which reads it once."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "prometheus" / str(port))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder.resolve())
+    return folder
 
 
 @click.command()

@@ -26,6 +26,7 @@ TABLES = {
     "jobs",
     "metrics",
     "workers",
+    "maintenance_runs",
 }
 
 
