@@ -1,6 +1,6 @@
 """What does the /metrics middleware add to a request?
 
-    .venv/bin/python bench/metrics_overhead.py [--requests 2000] [--rounds 40]
+    .venv/bin/python bench/metrics_overhead.py [--requests 2000] [--rounds 40] [--http 8]
 
 A FastAPI app with one route, `GET /v1/jobs/{job_id}` returning a constant, is called
 directly through ASGI (no socket, no HTTP parser: what is left is the framework and the
@@ -11,6 +11,11 @@ each (process CPU time: load from other processes adds little to it) and their d
 multiprocess mode (PROMETHEUS_MULTIPROC_DIR set, counters in memory-mapped files), as
 `stillhouse api` serves it. Each mode runs in a child process, since prometheus_client
 reads the variable once, at import.
+
+With `--http ROUNDS` it then serves the two apps from two uvicorn processes (one
+process's registry) and runs `wrk -t2 -c64 -d4s` against each in turn, ROUNDS times,
+printing the best and the median requests/s of each: through HTTP on a loaded host the
+median swings by half, while the best round is the one the other load disturbed least.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def build(with_metrics: bool) -> Any:
@@ -40,6 +51,14 @@ def build(with_metrics: bool) -> Any:
     if with_metrics:
         app.add_middleware(HttpMetricsMiddleware)
     return app
+
+
+def bare_app() -> Any:
+    return build(False)
+
+
+def metered_app() -> Any:
+    return build(True)
 
 
 async def per_request_us(app: Any, requests: int) -> float:
@@ -85,10 +104,50 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
     return {name: min(values) for name, values in times.items()}
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def over_http(rounds: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'bench'}"
+    servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    for name in ("bare", "metered"):
+        port = free_port()
+        argv = [sys.executable, "-m", "uvicorn", f"metrics_overhead:{name}_app", "--factory"]
+        argv += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+        servers[name] = (port, subprocess.Popen(argv, env=env, cwd=ROOT))
+    try:
+        time.sleep(4)  # both import FastAPI and bind
+        rates: dict[str, list[float]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, (port, _) in servers.items():
+                url = f"http://127.0.0.1:{port}/v1/jobs/abc"
+                out = subprocess.run(
+                    ["wrk", "-t2", "-c64", "-d4s", url], capture_output=True, text=True
+                )
+                found = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+                assert found, out.stdout + out.stderr
+                rates[name].append(float(found.group(1)))
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+            process.wait()
+    print(f"\nHTTP, wrk -t2 -c64 -d4s x {rounds} rounds: requests/s")
+    print(f"{'app':<10} {'best':>8} {'median':>8}")
+    for name, values in rates.items():
+        print(f"{name:<10} {max(values):8.0f} {statistics.median(values):8.0f}")
+    ratio = max(rates["metered"]) / max(rates["bare"])
+    print(f"best metered / best bare: {ratio:.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--http", type=int, default=0, metavar="ROUNDS")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -111,6 +170,8 @@ def main() -> None:
             added = r["metered"] - r["bare"]
             ratio = r["bare"] / r["metered"]
             print(f"{mode:<14} {r['bare']:8.1f} {r['metered']:8.1f} {added:8.1f} {ratio:6.3f}x")
+    if args.http:
+        over_http(args.http)
 
 
 if __name__ == "__main__":

@@ -277,3 +277,27 @@ def test_the_api_command_empties_its_metrics_folder(
     folder = prepare_metrics_dir(tmp_path, 8123)
     assert folder == stale.parent and not stale.exists()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder.resolve())
+
+
+def test_broker_queue_length_counts_the_pools_waiting_messages(
+    client: TestClient, settings: Settings, sessions
+) -> None:
+    """A message sent to a pool's queue and fetched by nobody: LLEN of that queue, under
+    the deployment's key prefix, as kombu stores it."""
+    import redis
+
+    from core.broker import make_celery
+
+    pool = f"prom-{uuid.uuid4().hex[:8]}"
+    with sessions.begin() as session:  # a live worker makes the pool one /metrics knows
+        session.add(Worker(id=f"prom-host/{pool}/cpu/0", hostname="h", pool=pool, device="cpu"))
+    celery = make_celery(settings)
+    try:
+        for _ in range(2):
+            celery.send_task("stillhouse.nothing", queue=pool)
+        samples = scrape(client)
+        assert value(samples, "stillhouse_broker_queue_length", pool=pool) == 2
+    finally:
+        redis.Redis.from_url(settings.broker_url).delete(f"{settings.broker_prefix}{pool}")
+        with sessions.begin() as session:
+            session.execute(delete(Worker).where(Worker.pool == pool))
