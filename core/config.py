@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +106,9 @@ class Settings(BaseSettings):
     # Loaded models (ONNX Runtime sessions, torch modules) a worker keeps for predicts, so
     # repeated calls do not reload the file; each holds the model's weights in memory.
     predict_cached_models: int = Field(default=4, ge=1)
+    # Log lines: JSON objects when the log stream (stderr) is not a terminal, readable text
+    # when it is (core.logs); "json" or "text" forces either.
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""
