@@ -146,6 +146,17 @@ def dict_config(level: str | int, fmt: LogFormat = "auto") -> dict[str, Any]:
     }
 
 
+def adopt(library: str) -> None:
+    """Send a library's lines through our handler when it logs through its own and stops
+    them from propagating (torch does, at import): they become our lines, fields and all.
+    Its loggers keep their levels."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name + ".").startswith(library + "."):
+            for handler in logger.handlers[:]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+
+
 def configure(level: str | int, fmt: LogFormat = "auto") -> None:
     """Set up this process's logging (the worker; the gateway goes through uvicorn's
     `log_config`). Python warnings become log lines too, so none breaks the JSON lines."""

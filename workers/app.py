@@ -7,6 +7,7 @@ stillhouse worker --pool cpu --device cpu
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery.signals import setup_logging
@@ -34,3 +35,7 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     ctx = context()
     logs.bind_process(worker=ctx.worker_id, pool=ctx.pool)
     logs.configure(loglevel or logging.INFO, settings.log_format)
+    # The task modules (and torch with them) are imported by now; torch's warnings would
+    # otherwise go out through its own handler, in its own format.
+    if "torch" in sys.modules:
+        logs.adopt("torch")

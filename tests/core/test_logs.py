@@ -120,3 +120,18 @@ def test_the_dict_config_routes_every_logger_through_one_json_handler(
     assert [(line["logger"], line["message"], line["request_id"]) for line in lines] == [
         ("uvicorn.error", "Started server process", "r1")
     ]
+
+
+def test_a_library_with_handlers_of_its_own_is_adopted() -> None:
+    """torch logs through its own handler and stops propagation; adopted, its lines reach
+    the root's handler (ours), at the levels it chose."""
+    own = logging.StreamHandler(io.StringIO())
+    library, child, other = (logging.getLogger(n) for n in ("fakelib", "fakelib.sub", "fakelibx"))
+    for logger in (library, other):
+        logger.addHandler(own)
+        logger.propagate = False
+    library.setLevel(logging.WARNING)
+    logs.adopt("fakelib")
+    assert (library.handlers, library.propagate, child.propagate) == ([], True, True)
+    assert library.level == logging.WARNING
+    assert (other.handlers, other.propagate) == ([own], False)  # a name that only starts alike
