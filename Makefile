@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 # The browser tests drive Debian's Chromium (never a Playwright download); installing
 # the package needs root, as in the CI image and the dev container.
 	command -v chromium || (apt-get update && apt-get install -y chromium)
+# Debian's compose client checks docker-compose.yml (`make lint`, tests/test_compose.py);
+# it needs no Docker engine.
+	command -v docker-compose || (apt-get update && apt-get install -y docker-compose)
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -24,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	docker-compose -f docker-compose.yml config -q
 
 test: $(STAMP) lint
 	$(BIN)/pytest

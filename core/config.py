@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -111,6 +112,9 @@ class Settings(BaseSettings):
     # How long /metrics waits for its database reads (jobs, queues, workers) before it answers
     # without them and with stillhouse_metrics_database_up 0: a scrape must not hang in an outage.
     metrics_db_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # Log lines: JSON objects when the log stream (stderr) is not a terminal, readable text
+    # when it is (core.logs); "json" or "text" forces either.
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Testing only: "stage=seconds,..." pauses (cooperatively) at the start of a stage, so a
     # fault test can act while a short stage runs. Empty in production.
     failpoints: str = ""

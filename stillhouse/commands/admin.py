@@ -52,6 +52,8 @@ def api(host: str | None, port: int | None, log_level: str, workers: int) -> int
     """Run the HTTP gateway alone."""
     import uvicorn
 
+    from core import logs
+
     settings = get_settings()
     port = port or settings.port
     prepare_metrics_dir(settings.data_dir, port)
@@ -60,6 +62,8 @@ def api(host: str | None, port: int | None, log_level: str, workers: int) -> int
         host=host or settings.host,
         port=port,
         workers=workers,
+        # JSON lines or text (core.logs), for uvicorn's lines and the service's alike.
+        log_config=logs.dict_config(log_level, settings.log_format),
         log_level=log_level.lower(),
         # Access lines only when asked for (info or debug): a polled status read is one
         # request every quarter second per watcher.
@@ -112,12 +116,19 @@ def worker(pool: str, device: str, log_level: str) -> int:
             f"error: device must be 'cpu', 'cuda[:N]' or 'cuda:all', not '{device}'", err=True
         )
         return 2
+    from core import logs
     from workers.app import celery_app
 
+    # From here on, so the warnings Celery gives before it sets up logging are lines too.
+    log_format = get_settings().log_format
+    logs.configure(log_level.upper(), log_format)
+    # Celery's banner is printed, not logged: left out where the lines are JSON.
+    quiet = ["--quiet"] if logs.resolve_format(log_format) == "json" else []
     # solo pool: one process, one task at a time, and CUDA is never initialised
     # in a parent that forks (see docs/architecture.md, "Workers and pools").
     celery_app.worker_main(
         [
+            *quiet,
             "worker",
             "--queues",
             pool,
