@@ -3,23 +3,26 @@
     .venv/bin/python bench/scale.py [--requests 200] [--jobs 100000] [--tenants 100]
                                     [--points-per-job 100] [--pg URL]
 
-A fresh, migrated PostgreSQL database on the shared server and a real `stillhouse api`
-process (uvicorn) on it; requests go one at a time over one keep-alive httpx connection
-(latency, not throughput), each series after 20 warm-up requests:
+Two fresh, migrated PostgreSQL databases on the shared server, "empty" and "loaded", each
+with a real `stillhouse api` process (uvicorn) on it. Requests go one at a time over one
+keep-alive httpx connection per gateway (latency, not throughput), the two gateways and
+the four requests taking turns (so the box's load falls on both alike), after 20 warm-up
+rounds:
 
   list first page   GET /v1/jobs?limit=50                        (50 items)
   list deep page    GET /v1/jobs?limit=50&cursor=...             (50 items)
   job               GET /v1/jobs/{id}                            (the tenant's newest job)
   metrics since     GET /v1/jobs/{id}/metrics?since_epoch=15     (its last 5 of 20 epochs)
 
-Phase "empty": one tenant alone, 120 jobs with their 5 stages and 100 points each (the
-deep page is its second). Phase "loaded": tests/bulk.py adds `--jobs` jobs over `--tenants`
-other tenants, their stages and `--points-per-job` points each (100,000 jobs, 500,000
-stages and 10 million points by default, written by INSERT ... SELECT generate_series),
-then ANALYZE; the same requests run again as one of the new tenants (1,000 jobs): its
-newest job, and the deep page 950 jobs down. Every row of both phases has the same shape
-(tests/bulk.py), so the two phases answer pages of equal size. It prints one markdown row per request (p50 and p95 in
-ms, the loaded p50 over the empty one), and drops the database at the end.
+Both hold one tenant with 120 jobs, their 5 stages and 100 points each; "empty" is asked
+as that tenant (the deep page is its second). In "loaded", tests/bulk.py adds `--jobs`
+jobs over `--tenants` other tenants, their stages and `--points-per-job` points each
+(100,000 jobs, 500,000 stages and 10 million points by default, written by INSERT ...
+SELECT generate_series), then ANALYZE; it is asked as one of those tenants (1,000 jobs):
+its newest job, and the deep page 950 jobs down. Every row of both has the same shape
+(tests/bulk.py), so both answer pages of equal size. It prints one markdown row per
+request (p50 and p95 in ms, the loaded p50 over the empty one), and drops both databases
+at the end.
 """
 
 from __future__ import annotations
@@ -61,19 +64,23 @@ def cursor_of(db: Database, job_id: str) -> str:
     return f"{micros}_{job_id}"
 
 
-def measure(client: httpx.Client, paths: dict[str, str], requests: int) -> dict[str, list[float]]:
-    """Milliseconds per request of each path, the paths taking turns so that the box's load
-    falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in paths}
+def measure(
+    clients: dict[str, httpx.Client], paths: dict[str, dict[str, str]], requests: int
+) -> dict[str, dict[str, list[float]]]:
+    """Milliseconds per request, by phase and request. The phases' gateways and the requests
+    take turns, so that the box's load (other processes) falls on all of them alike."""
+    times: dict[str, dict[str, list[float]]] = {p: {n: [] for n in paths[p]} for p in clients}
     for round_ in range(WARMUP + requests):
-        for name, path in paths.items():
-            start = time.perf_counter()
-            response = client.get(path)
-            elapsed = (time.perf_counter() - start) * 1000
-            if response.status_code != 200:
-                raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
-            if round_ >= WARMUP:
-                times[name].append(elapsed)
+        for name in paths["empty"]:
+            for phase, client in clients.items():
+                path = paths[phase][name]
+                start = time.perf_counter()
+                response = client.get(path)
+                elapsed = (time.perf_counter() - start) * 1000
+                if response.status_code != 200:
+                    raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
+                if round_ >= WARMUP:
+                    times[phase][name].append(elapsed)
     return times
 
 
@@ -139,60 +146,71 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    db = Database(args.pg)
-    db.name = db.name.replace("chaos", "scale")
-    db.url = db.url.replace("chaos", "scale")
-    db.sqlalchemy_url = db.sqlalchemy_url.replace("chaos", "scale")
-    gateway = None
-    results: dict[str, dict[str, list[float]]] = {}
+    dbs: list[Database] = []
+    gateways: list[Gateway] = []
     with tempfile.TemporaryDirectory(prefix="stillhouse-scale-") as tmp:
-        folder = Path(tmp)
+        clients: dict[str, httpx.Client] = {}
+        paths: dict[str, dict[str, str]] = {}
         try:
-            db.create()
-            say(f"database {db.name}")
-            with psycopg.connect(db.url) as conn:
-                bulk.load(conn, EMPTY_TAG, tenants=1, jobs=120, points_per_job=args.points_per_job)
-            settings = Settings(
-                data_dir=folder / "data",
-                database_url=db.sqlalchemy_url,
-                # GETs send no message; the prefix keeps the shared Redis's keys apart.
-                broker_url=os.environ.get("STILLHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0"),
-                broker_prefix=f"bench-scale-{uuid.uuid4().hex[:8]}:",
-            )
-            env = {
-                **os.environ,
-                "STILLHOUSE_DATA_DIR": str(settings.data_dir),
-                "STILLHOUSE_DATABASE_URL": settings.database_url,
-                "STILLHOUSE_BROKER_URL": settings.broker_url,
-                "STILLHOUSE_BROKER_PREFIX": settings.broker_prefix,
-            }
-            gateway = Gateway(env, folder)
-            gateway.start()
-            with httpx.Client(base_url=gateway.url, timeout=30) as client:
-                say(f"empty: {args.requests} requests of each kind")
-                client.headers["Authorization"] = f"Bearer {create_key(settings, 'scale-a-0')}"
-                paths = paths_for(db, EMPTY_TAG, bulk.row_id(EMPTY_TAG, "j", 49))
-                results["empty"] = measure(client, paths, args.requests)
-                say(
-                    f"loading {args.jobs:,} jobs over {args.tenants} tenants and "
-                    f"{args.jobs * args.points_per_job:,} points"
+            for phase in ("empty", "loaded"):
+                db = Database(args.pg)
+                db.name = db.name.replace("chaos", f"scale_{phase}")
+                db.url = db.url.replace("chaos", f"scale_{phase}")
+                db.sqlalchemy_url = db.sqlalchemy_url.replace("chaos", f"scale_{phase}")
+                db.create()
+                dbs.append(db)
+                with psycopg.connect(db.url) as conn:
+                    bulk.load(conn, EMPTY_TAG, 1, 120, points_per_job=args.points_per_job)
+                if phase == "loaded":
+                    say(
+                        f"{db.name}: loading {args.jobs:,} jobs over {args.tenants} tenants "
+                        f"and {args.jobs * args.points_per_job:,} points"
+                    )
+                    seconds = load_big(db, args)
+                    say(f"loaded in {seconds:.0f} s")
+                folder = Path(tmp) / phase
+                folder.mkdir()
+                settings = Settings(
+                    data_dir=folder / "data",
+                    database_url=db.sqlalchemy_url,
+                    # GETs send no message; the prefix keeps the shared Redis's keys apart.
+                    broker_url=os.environ.get("STILLHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0"),
+                    broker_prefix=f"bench-scale-{uuid.uuid4().hex[:8]}:",
                 )
-                seconds = load_big(db, args)
-                say(f"loaded in {seconds:.0f} s")
-                # As the big load's tenant 0 (its jobs 0, N, 2N...): the deep page starts
-                # 950 jobs down its 1,000.
-                client.headers["Authorization"] = f"Bearer {create_key(settings, 'scale-b-0')}"
-                deep = bulk.row_id(LOADED_TAG, "j", 949 * args.tenants)
-                say(f"loaded: {args.requests} requests of each kind")
-                results["loaded"] = measure(client, paths_for(db, LOADED_TAG, deep), args.requests)
-            counts = db.rows(
+                gateway = Gateway(
+                    {
+                        **os.environ,
+                        "STILLHOUSE_DATA_DIR": str(settings.data_dir),
+                        "STILLHOUSE_DATABASE_URL": settings.database_url,
+                        "STILLHOUSE_BROKER_URL": settings.broker_url,
+                        "STILLHOUSE_BROKER_PREFIX": settings.broker_prefix,
+                    },
+                    folder,
+                )
+                gateways.append(gateway)
+                gateway.start()
+                # Empty: its one tenant, the deep page its second. Loaded: the big load's
+                # tenant 0 (jobs 0, N, 2N...), the deep page 950 jobs down its 1,000.
+                tag = EMPTY_TAG if phase == "empty" else LOADED_TAG
+                deep = 49 if phase == "empty" else 949 * args.tenants
+                key = create_key(settings, f"{tag}-0")
+                clients[phase] = httpx.Client(
+                    base_url=gateway.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+                )
+                paths[phase] = paths_for(db, tag, bulk.row_id(tag, "j", deep))
+            say(f"{args.requests} requests of each kind on each database, taking turns")
+            results = measure(clients, paths, args.requests)
+            counts = dbs[-1].rows(
                 "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_stages), "
                 "(SELECT count(*) FROM metrics)"
             )[0]
         finally:
-            if gateway is not None:
+            for client in clients.values():
+                client.close()
+            for gateway in gateways:
                 gateway.stop()
-            db.drop()
+            for db in dbs:
+                db.drop()
     report(results, counts, args.requests, seconds)
     return 0
 

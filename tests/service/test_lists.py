@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from core import repository
 from core.config import Settings
 from core.keys import create_key
+from stillhouse.client import Client
 from tests import bulk
 
 
@@ -101,6 +102,30 @@ def test_metrics_since_epoch(client: TestClient, loaded: tuple[str, dict[str, st
     for bad in ("-1", "x", "1.5"):
         response = client.get(path, params={"since_epoch": bad}, headers=headers)
         assert response.status_code == 422, (bad, response.text)
+
+
+@pytest.fixture
+def api(client: TestClient, loaded: tuple[str, dict[str, str]]) -> Iterator[Client]:
+    """The Python client over the session's app (its event loop holds the database pool),
+    as the loaded tenant."""
+    api = Client("http://testserver", "unused")
+    api._http = client
+    client.headers["Authorization"] = loaded[1]["Authorization"]
+    yield api
+    del client.headers["Authorization"]
+
+
+def test_the_client_asks_the_server_to_filter(
+    api: Client, loaded: tuple[str, dict[str, str]]
+) -> None:
+    tag, _ = loaded
+    assert [j["id"] for j in api.list_jobs("queued,running", limit=3)] == _jobs(tag, [8, 9, 18])
+    assert [j["id"] for j in api.list_jobs("succeeded", limit=None)] == _jobs(
+        tag, [n for n in range(25) if n % 10 < 6]
+    )
+    assert len(api.list_jobs(limit=None)) == 25 and len(api.list_jobs(limit=7)) == 7
+    points = api.job_metrics(bulk.row_id(tag, "j", 1), since_epoch=3)
+    assert sorted((p["epoch"], p["name"]) for p in points) == [(4, s) for s in sorted(bulk.SERIES)]
 
 
 def _plan(conn: psycopg.Connection, statement: Select[Any]) -> str:
