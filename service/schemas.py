@@ -90,9 +90,14 @@ async def paginate(
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
     after = decode_cursor(cursor) if cursor else None
-    rows = list(await session.scalars(repository.page(entity, tenant_id, limit + 1, after)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    rows = await session.scalars(repository.page(entity, tenant_id, limit + 1, after))
+    return trim_page(list(rows), limit)
+
+
+def trim_page(rows: list[T], limit: int) -> tuple[list[T], str | None]:
+    """The first `limit` of `limit + 1` rows read, and the cursor after them when there are
+    more."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]

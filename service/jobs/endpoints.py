@@ -18,7 +18,7 @@ from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep
 from service.jobs import service
 from service.jobs.schemas import JobPublic, JobReport, MetricPoint, StatusQuery, parse_statuses
-from service.schemas import CursorQuery, IdPath, LimitQuery, Page, decode_cursor, encode_cursor
+from service.schemas import CursorQuery, IdPath, LimitQuery, Page, decode_cursor, trim_page
 
 # The metrics answer through this adapter, built once (no response_model re-validation).
 POINTS = TypeAdapter(list[MetricPoint])
@@ -72,13 +72,8 @@ async def list_jobs(
     """The tenant's jobs, newest first; with `status`, only those in one of the statuses."""
     statuses = parse_statuses(status)
     after = decode_cursor(cursor) if cursor else None
-    rows = list(
-        await uow.session.execute(repository.job_page(tenant_id, limit + 1, after, statuses))
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    read = await uow.session.execute(repository.job_page(tenant_id, limit + 1, after, statuses))
+    rows, next_cursor = trim_page(list(read), limit)
     stages: dict[str, list[Row[Any]]] = {}
     if rows:
         for stage in await uow.session.execute(repository.stage_rows([r.id for r in rows])):
