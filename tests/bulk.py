@@ -4,8 +4,9 @@
 
 Every id is an md5 of `tag` and a number shaped as a UUID, so two loads with different
 tags never collide and a caller can name a row without reading it back. Jobs are spread
-evenly over the tenants, one second apart (the newest is tenant 0's job 0); nine in ten
-succeeded, the rest are failed, cancelled, queued or running in turn."""
+evenly over the tenants, one second apart (the newest is tenant 0's job 0); job n's
+status is STATUSES[n mod 10]: six in ten succeeded, then one each failed, cancelled,
+queued and running."""
 
 from __future__ import annotations
 
