@@ -154,7 +154,11 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # A list filtered by one status seeks straight to its page (migration 0007).
+        Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+    )
 
 
 class JobStage(Base):
@@ -225,6 +229,8 @@ class Metric(Base):
 
     __table_args__ = (
         Index("ix_metrics_job_id", "job_id", "id"),
+        # `?since_epoch=` reads only a job's later epochs (migration 0007).
+        Index("ix_metrics_job_epoch", "job_id", "epoch"),
         # One point per series and epoch, however often a stage is re-run.
         UniqueConstraint("job_id", "name", "epoch"),
     )

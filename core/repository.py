@@ -4,10 +4,21 @@ so the SQL is written once and the transaction stays with the caller."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Delete, Insert, Select, and_, delete, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Select,
+    and_,
+    delete,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.models import ApiKey, Job, JobStage, MaintenanceRun, Metric, Tenant, Worker
@@ -31,26 +42,84 @@ def page(
     entity: Any, tenant_id: str, limit: int, after: tuple[datetime, str] | None
 ) -> Select[Any]:
     """Newest first; `after` is the (created_at, id) of the last row already seen."""
-    query = select(entity).where(entity.tenant_id == tenant_id)
+    return keyset(select(entity).where(entity.tenant_id == tenant_id), entity, limit, after)
+
+
+def keyset(
+    query: Select[Any], entity: Any, limit: int, after: tuple[datetime, str] | None
+) -> Select[Any]:
+    """`query` newest first from after `after`. The row comparison (not `a < x OR (a = x
+    AND b < y)`) is what lets PostgreSQL seek the (tenant_id, created_at, id) index to a
+    deep page instead of filtering every newer row of the tenant."""
     if after is not None:
-        created_at, row_id = after
-        query = query.where(
-            or_(
-                entity.created_at < created_at,
-                and_(entity.created_at == created_at, entity.id < row_id),
-            )
-        )
+        query = query.where(tuple_(entity.created_at, entity.id) < tuple_(*after))
     return query.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit)
+
+
+# What a job list shows: every column but the tenant's (the JobPublic fields' sources).
+JOB_LIST_COLUMNS = tuple(c for c in Job.__table__.c if c.name != "tenant_id")
+STAGE_LIST_COLUMNS = tuple(
+    getattr(JobStage, name)
+    for name in (
+        "job_id",
+        "name",
+        "position",
+        "status",
+        "pool",
+        "worker_id",
+        "device",
+        "attempts",
+        "heartbeat_at",
+        "started_at",
+        "finished_at",
+        "resumed_from_epoch",
+        "outputs",
+    )
+)
+
+
+def job_page(
+    tenant_id: str,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    statuses: Sequence[str] = (),
+) -> Select[Any]:
+    """A page of a tenant's jobs as plain rows (no ORM identity map: a list only reads),
+    only those in `statuses` when given. One status seeks the (tenant_id, status,
+    created_at, id) index; several read the tenant's rows in order and filter."""
+    query = select(*JOB_LIST_COLUMNS).where(Job.tenant_id == tenant_id)
+    if len(statuses) == 1:
+        query = query.where(Job.status == statuses[0])
+    elif statuses:
+        query = query.where(Job.status.in_(statuses))
+    return keyset(query, Job, limit, after)
+
+
+def stage_rows(job_ids: Sequence[str]) -> Select[Any]:
+    """The stages of a page of jobs as plain rows, in one query on the unique (job_id, name)."""
+    return (
+        select(*STAGE_LIST_COLUMNS)
+        .where(JobStage.job_id.in_(job_ids))
+        .order_by(JobStage.job_id, JobStage.position)
+    )
 
 
 def delete_owned(entity: Any, tenant_id: str, entity_id: str) -> Delete:
     return delete(entity).where(entity.id == entity_id, entity.tenant_id == tenant_id)
 
 
-def job_metrics(job_id: str, name: str | None = None) -> Select[Any]:
-    query = select(Metric).where(Metric.job_id == job_id)
+def job_metrics(
+    job_id: str, name: str | None = None, since_epoch: int | None = None
+) -> Select[int, int, str, float]:
+    """A job's points in the order they were written; with `since_epoch`, only those of
+    later epochs (the (job_id, epoch) index), so a poll reads only what is new."""
+    query = select(Metric.step, Metric.epoch, Metric.name, Metric.value).where(
+        Metric.job_id == job_id
+    )
     if name is not None:
         query = query.where(Metric.name == name)
+    if since_epoch is not None:
+        query = query.where(Metric.epoch > since_epoch)
     return query.order_by(Metric.id)
 
 

@@ -16,12 +16,12 @@ from core.spec import ID_PATTERN, TEXT_PATTERN
 from service.errors import Unprocessable, explain_pattern
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; every one we store is UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 # A cursor is "<created_at in microseconds since 1970>_<id>" of the last row seen: a
 # format a regular expression can state, so every cursor the schema allows is one the
@@ -70,7 +70,7 @@ class Page(BaseModel, Generic[T]):
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
-    return f"{(_as_utc(created_at) - _EPOCH) // _MICROSECOND}_{row_id}"
+    return f"{(as_utc(created_at) - _EPOCH) // _MICROSECOND}_{row_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -90,9 +90,14 @@ async def paginate(
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
     after = decode_cursor(cursor) if cursor else None
-    rows = list(await session.scalars(repository.page(entity, tenant_id, limit + 1, after)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    rows = await session.scalars(repository.page(entity, tenant_id, limit + 1, after))
+    return trim_page(list(rows), limit)
+
+
+def trim_page(rows: list[T], limit: int) -> tuple[list[T], str | None]:
+    """The first `limit` of `limit + 1` rows read, and the cursor after them when there are
+    more."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]

@@ -106,11 +106,14 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._send(method, path, **kwargs).json()
 
-    def _pages(self, path: str, limit: int | None) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, limit: int | None, **filters: str) -> Iterator[dict[str, Any]]:
         """Every item of a paginated list, newest first, following next_cursor."""
         cursor, seen = None, 0
         while True:
-            params: dict[str, Any] = {"limit": PAGE if limit is None else min(PAGE, limit)}
+            params: dict[str, Any] = {
+                **filters,
+                "limit": PAGE if limit is None else min(PAGE, limit - seen),
+            }
             if cursor:
                 params["cursor"] = cursor
             page = self._json("GET", path, params=params)
@@ -256,21 +259,22 @@ class Client:
         return cast(JobInfo, self._json("POST", "/v1/jobs", json=spec, headers=headers))
 
     def list_jobs(self, status: str | None = None, limit: int | None = 50) -> list[JobInfo]:
-        """The newest `limit` jobs, only those in `status` when given."""
-        found: list[JobInfo] = []
-        for job in self._pages("/v1/jobs", None if status else limit):
-            if status is None or job["status"] == status:
-                found.append(cast(JobInfo, job))
-                if limit is not None and len(found) >= limit:
-                    break
-        return found
+        """The newest `limit` jobs (all with None), only those in `status` when given: one
+        status or several separated by commas, e.g. "queued,running"."""
+        filters = {"status": status} if status else {}
+        return cast(list[JobInfo], list(self._pages("/v1/jobs", limit, **filters)))
 
     def get_job(self, job_id: str) -> JobInfo:
         return cast(JobInfo, self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def job_metrics(self, job_id: str, name: str | None = None) -> list[MetricPoint]:
-        """The job's time series, e.g. loss and val_accuracy per epoch (`name`: one series)."""
-        params = {"name": name} if name else {}
+    def job_metrics(
+        self, job_id: str, name: str | None = None, since_epoch: int | None = None
+    ) -> list[MetricPoint]:
+        """The job's time series, e.g. loss and val_accuracy per epoch (`name`: one series;
+        `since_epoch`: only points of later epochs, to fetch what is new since a poll)."""
+        params: dict[str, Any] = {"name": name} if name else {}
+        if since_epoch is not None:
+            params["since_epoch"] = since_epoch
         return cast(
             list[MetricPoint], self._json("GET", f"/v1/jobs/{job_id}/metrics", params=params)
         )

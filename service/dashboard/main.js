@@ -148,10 +148,13 @@ async function refresh() {
   }
   const id = route.job;
   const job = await api("/v1/jobs/" + encodeURIComponent(id));
-  // The whole series is refetched when the job moves, at most every 4 s while it trains.
-  const mk = [job.status, job.stage, job.training && job.training.run].join("|");
+  // The whole series is fetched when the job moves (a stage, a run, a re-run); while it
+  // trains, at most every 4 s, only the points of epochs after the run's last one held.
+  const mk = [job.status, job.stage, job.training && job.training.run, job.attempt].join("|");
   if (mk !== metricsKey || (Date.now() - metricsAt > 3900 && ACTIVE.has(job.status))) {
-    metrics = await api("/v1/jobs/" + encodeURIComponent(id) + "/metrics");
+    const path = "/v1/jobs/" + encodeURIComponent(id) + "/metrics";
+    const since = mk === metricsKey ? lastEpoch(metrics, job.training && job.training.run) : null;
+    metrics = since === null ? await api(path) : mergePoints(metrics, await api(path + "?since_epoch=" + since));
     metricsKey = mk;
     metricsAt = Date.now();
   }
@@ -161,6 +164,20 @@ async function refresh() {
     renderJob($("#view"), job, metrics, { ...actions, error: jobError });
   }
   return ACTIVE.has(job.status);
+}
+
+// The last epoch of the run going on among the points held (the baseline's series are
+// "baseline/..."), or null when it has none yet: then the whole series is fetched.
+function lastEpoch(points, run) {
+  if (!points) return null;
+  const mine = points.filter((p) => p.name.startsWith("baseline/") === (run === "baseline"));
+  return mine.length ? Math.max(...mine.map((p) => p.epoch)) : null;
+}
+
+// New points replace held ones of the same series and epoch (a re-run writes them again).
+function mergePoints(held, fresh) {
+  const again = new Set(fresh.map((p) => p.name + "@" + p.epoch));
+  return held.filter((p) => !again.has(p.name + "@" + p.epoch)).concat(fresh);
 }
 
 async function tick() {

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter
+from sqlalchemy import Row
 
 from core import lifecycle, repository
 from core.models import Job, JobStage
@@ -15,8 +17,11 @@ from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep
 from service.jobs import service
-from service.jobs.schemas import JobPublic, JobReport, MetricPoint
-from service.schemas import CursorQuery, IdPath, LimitQuery, Page, paginate
+from service.jobs.schemas import JobPublic, JobReport, MetricPoint, StatusQuery, parse_statuses
+from service.schemas import CursorQuery, IdPath, LimitQuery, Page, decode_cursor, trim_page
+
+# The metrics answer through this adapter, built once (no response_model re-validation).
+POINTS = TypeAdapter(list[MetricPoint])
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 503))
 
@@ -62,12 +67,19 @@ async def list_jobs(
     tenant_id: TenantDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> Page[JobPublic]:
-    rows, next_cursor = await paginate(uow.session, Job, tenant_id, limit, cursor)
-    stages = await _stages(uow, [r.id for r in rows])
-    return Page(
-        items=[JobPublic.of(r, stages.get(r.id, [])) for r in rows], next_cursor=next_cursor
-    )
+    status: StatusQuery = None,
+) -> Response:
+    """The tenant's jobs, newest first; with `status`, only those in one of the statuses."""
+    statuses = parse_statuses(status)
+    after = decode_cursor(cursor) if cursor else None
+    read = await uow.session.execute(repository.job_page(tenant_id, limit + 1, after, statuses))
+    rows, next_cursor = trim_page(list(read), limit)
+    stages: dict[str, list[Row[Any]]] = {}
+    if rows:
+        for stage in await uow.session.execute(repository.stage_rows([r.id for r in rows])):
+            stages.setdefault(stage.job_id, []).append(stage)
+    # Serialized here: FastAPI's response_model path would validate every item (twice).
+    return Response(JobPublic.page_json(rows, stages, next_cursor), media_type="application/json")
 
 
 async def _get(uow: UowDep, tenant_id: str, job_id: str) -> Job:
@@ -105,10 +117,21 @@ async def job_metrics(
             max_length=100, pattern=TEXT_PATTERN, description="Only this series, e.g. train_loss."
         ),
     ] = None,
-) -> list[MetricPoint]:
+    since_epoch: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**31 - 1,
+            description="Only points of epochs after this one (epoch > since_epoch): pass the "
+            "last epoch you hold to fetch only new points.",
+        ),
+    ] = None,
+) -> Response:
+    """The job's metric points in the order they were written."""
     await _get(uow, tenant_id, job_id)
-    rows = await uow.session.scalars(repository.job_metrics(job_id, name))
-    return [MetricPoint.model_validate(r) for r in rows]
+    rows = await uow.session.execute(repository.job_metrics(job_id, name, since_epoch))
+    points = POINTS.validate_python(list(rows), from_attributes=True)
+    return Response(POINTS.dump_json(points), media_type="application/json")
 
 
 @router.get(

@@ -122,14 +122,19 @@ def create(
 
 
 @jobs.command("list")
-@click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this status.")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    multiple=True,
+    help="Only jobs in this status (repeat for several); the server filters.",
+)
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
 @json_option
 @connection
-def list_(status: str | None, limit: int, as_json: bool, url: str, key: str | None) -> int:
+def list_(status: tuple[str, ...], limit: int, as_json: bool, url: str, key: str | None) -> int:
     """List jobs, newest first."""
     with make_client(url, key) as client:
-        rows = client.list_jobs(status, limit)
+        rows = client.list_jobs(",".join(status) or None, limit)
     if as_json:
         print_json(rows)
         return 0
