@@ -34,7 +34,7 @@ def get_store(state: StateDep) -> ArtifactStore:
 
 async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
     async with state.sessions() as session:
-        uow = UnitOfWork(session, state.celery, state.store)
+        uow = UnitOfWork(session, state.celery, state.store, state.status)
         try:
             yield uow
         finally:

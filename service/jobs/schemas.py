@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from core.models import Job, JobStage
 from core.queues import Stage
 from core.stages import job_kind
+from core.status import training_progress
 from service.schemas import UtcDatetime
 
 
@@ -103,6 +104,42 @@ class JobPublic(BaseModel):
             updated_at=job.updated_at,
             heartbeat_at=current.heartbeat_at if current is not None else None,
         )
+
+
+class StageStatusPublic(BaseModel):
+    name: str
+    status: str
+    pool: str | None
+    worker_id: str | None
+    device: str | None
+    attempts: int
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class JobStatusPublic(BaseModel):
+    """A job as GET /v1/jobs/{id} shows it less `spec` and `summary`, with each stage's
+    placement and timing only: what a poll needs (core.status builds it)."""
+
+    id: str
+    kind: str
+    name: str
+    status: str
+    stage: str | None
+    progress: float
+    epoch: int
+    training: TrainingProgress | None
+    error: str | None
+    attempt: int
+    cancel_requested: bool
+    student_model_id: str | None
+    warnings: list[str]
+    stages: list[StageStatusPublic]
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    updated_at: UtcDatetime
+    heartbeat_at: UtcDatetime | None
 
 
 class MetricPoint(BaseModel):
@@ -211,13 +248,5 @@ class JobReport(BaseModel):
 
 
 def _training(job: Job) -> TrainingProgress | None:
-    if job.training_run not in ("student", "baseline"):
-        return None
-    training = job.spec.get("training") if isinstance(job.spec, dict) else None
-    epochs = training.get("epochs") if isinstance(training, dict) else None
-    run = cast(Literal["student", "baseline"], job.training_run)
-    return TrainingProgress(
-        run=run,
-        epoch=job.epoch if run == "student" else (job.baseline_epoch or 0),
-        epochs=epochs if isinstance(epochs, int) else 0,
-    )
+    progress = training_progress(job)
+    return TrainingProgress.model_validate(progress) if progress is not None else None
