@@ -9,6 +9,7 @@ its timeout to every commit."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
+from core.resp import MuxConnection, ReplyError
 from core.status import (
     PUBLISH_LUA,
     RECORD_FIELDS,
@@ -115,17 +117,18 @@ class StatusCache:
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url, self.prefix = url, prefix
+        # Polls share one multiplexed connection (core.resp); writes use redis-py.
+        self.reads = MuxConnection(url, SOCKET_TIMEOUT_S)
         self._client: aioredis.Redis | None = None
         self._breaker = _Breaker()
 
     @property
     def client(self) -> aioredis.Redis:
         if self._client is None:  # made on first use, inside the gateway's event loop
+            # No socket_timeout: redis-py would wrap every send in asyncio.wait_for, a new
+            # task per command; the calls below carry one asyncio.timeout each instead.
             self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                max_connections=256,
+                self.url, socket_connect_timeout=SOCKET_TIMEOUT_S, max_connections=256
             )
         return self._client
 
@@ -134,12 +137,15 @@ class StatusCache:
         if self._breaker.open:
             return None
         try:
-            tenant, etag, body = await self.client.hmget(
-                status_key(self.prefix, job_id), RECORD_FIELDS
-            )
-        except REDIS_ERRORS as exc:
+            async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                reply = await self.reads.call(
+                    "HMGET", status_key(self.prefix, job_id), *RECORD_FIELDS
+                )
+        except (ReplyError, OSError) as exc:  # TimeoutError and ConnectionError are OSErrors
+            self.reads.close()
             self._breaker.trip("read", exc)
             return None
+        tenant, etag, body = reply if isinstance(reply, list) else (None, None, None)
         if not (isinstance(tenant, bytes) and isinstance(etag, bytes) and isinstance(body, bytes)):
             return None  # no record
         return tenant.decode(), etag.decode(), body
@@ -148,15 +154,17 @@ class StatusCache:
         if self._breaker.open:
             return False
         try:
-            written = await self.client.eval(
-                PUBLISH_LUA, 1, status_key(self.prefix, record.job_id), *publish_args(record)
-            )
-        except REDIS_ERRORS as exc:
+            async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                written = await self.client.eval(
+                    PUBLISH_LUA, 1, status_key(self.prefix, record.job_id), *publish_args(record)
+                )
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             self._breaker.trip("publish", exc)
             return False
         return bool(written)
 
     async def aclose(self) -> None:
+        self.reads.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

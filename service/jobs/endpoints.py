@@ -10,7 +10,7 @@ from core.models import Job, JobStage
 from core.queues import JobStatus, StageStatus
 from core.spec import TEXT_PATTERN, AnyJobCreate, InferenceJobCreate
 from service import examples
-from service.deps import SettingsDep, StateDep, StoreDep, TenantDep, UowDep
+from service.deps import SettingsDep, StoreDep, TenantDep, UowDep
 from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep
@@ -108,13 +108,11 @@ async def get_job(request: Request, uow: UowDep, tenant_id: TenantDep, job_id: I
     response_model=JobStatusPublic,
     responses={**NOT_MODIFIED, **responses(404)},
 )
-async def job_status(
-    request: Request, state: StateDep, tenant_id: TenantDep, job_id: IdPath
-) -> Response:
+async def job_status(request: Request, tenant_id: TenantDep, job_id: IdPath) -> Response:
     """The job less its `spec` and `summary`: status, stage, progress, training epochs and
     the stages' placement. Meant for polling: it is served from a copy the workers refresh
     at every change (the database stays the record), and answers `If-None-Match` with 304."""
-    found = await read_status(state, tenant_id, job_id)
+    found = await read_status(request.app.state.stillhouse, tenant_id, job_id)
     if found is None:
         raise NotFound.of("job", job_id)
     etag, body = found
