@@ -54,7 +54,9 @@ class _Breaker:
         return time.monotonic() < self._until
 
     def trip(self, what: str, exc: BaseException) -> None:
-        self._until = time.monotonic() + PAUSE_S
+        was_open, self._until = self.open, time.monotonic() + PAUSE_S
+        if was_open:  # the calls that were in flight together: one line is enough
+            return
         log.warning("status cache: %s failed (%s: %s); Redis skipped for %.0f s",
                     what, type(exc).__name__, exc, PAUSE_S)  # fmt: skip
 
