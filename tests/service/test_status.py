@@ -6,6 +6,7 @@ when it is gone."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,3 +205,17 @@ def test_embedded_mode_reads_the_database_every_time(
             assert response.status_code == 200, response.text
             assert response.json() == status_of(get(local, f"/v1/jobs/{job_id}", auth).json())
     assert cached(settings, job_id) == {}
+
+
+def test_with_redis_away_polls_read_the_database(
+    settings: Settings, auth: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    job_id = new_job(sessions, auth)
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    with TestClient(create_app(settings.model_copy(update={"broker_url": dead}))) as away:
+        for _ in range(2):  # the refused connection, then the paused cache
+            response = get(away, f"/v1/jobs/{job_id}/status", auth)
+            assert response.status_code == 200, response.text
+            assert response.json() == status_of(get(away, f"/v1/jobs/{job_id}", auth).json())
