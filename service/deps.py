@@ -82,8 +82,15 @@ async def _tenant_id(
     key_hash = hash_key(key.strip())
     tenant_id = state.keys.get(key_hash) if cached else None
     if tenant_id is None:
-        async with state.sessions() as session:
-            tenant_id = await session.scalar(repository.tenant_id_for_key(key_hash))
+
+        async def lookup() -> str | None:
+            async with state.sessions() as session:
+                found: str | None = await session.scalar(repository.tenant_id_for_key(key_hash))
+                return found
+
+        # Reads share the lookup of a key already on its way: when its entry expires under
+        # 64 concurrent polls, one query runs instead of 64 queueing for the pool.
+        tenant_id = await (state.keys.shared(key_hash, lookup) if cached else lookup())
         if tenant_id is None:
             state.keys.drop(key_hash)
             raise Unauthorized(

@@ -3,9 +3,11 @@ reply channel, artifact store, the API key cache and the status cache."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -31,6 +33,7 @@ class KeyCache:
     ttl: float
     max_entries: int = 10_000
     _entries: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _lookups: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
 
     def get(self, key_hash: str) -> str | None:
         hit = self._entries.get(key_hash)
@@ -45,6 +48,23 @@ class KeyCache:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[key_hash] = (tenant_id, time.monotonic() + self.ttl)
+
+    async def shared(
+        self, key_hash: str, lookup: Callable[[], Awaitable[str | None]]
+    ) -> str | None:
+        """`lookup()`'s answer, run once for all the callers that ask for the same key while
+        it runs. Shielded: a caller that goes away does not cancel the others' lookup."""
+        task = self._lookups.get(key_hash)
+        if task is None:
+            task = asyncio.ensure_future(lookup())
+            self._lookups[key_hash] = task
+            task.add_done_callback(lambda done: self._done(key_hash, done))
+        return await asyncio.shield(task)
+
+    def _done(self, key_hash: str, task: asyncio.Future[str | None]) -> None:
+        self._lookups.pop(key_hash, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every caller went away
 
 
 @dataclass
