@@ -36,6 +36,9 @@ back, and the worker stops that stage.
 
 Lock order: a transaction that changes both rows touches the job row first,
 then the stage row, so concurrent transitions queue up instead of deadlocking.
+
+Every worker-side transition that writes the job row marks the session
+(core.status.mark), so the job's status record is published after the commit.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from core.models import Job, JobStage, Model, new_id, utcnow
 from core.queues import ACTIVE_JOB_STATUSES, JobStatus, StageStatus
 from core.redact import redact_paths
 from core.stages import BY_NAME, next_stage, pipeline_of
+from core.status import mark
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 OPEN_STAGE_STATUSES = (
@@ -152,6 +156,7 @@ def close_open_stages(job_id: str, status: StageStatus) -> Update:
 def lock_job(session: Session, job_id: str, **values: Any) -> int:
     """Touch the job row first (see "Lock order"); returns how many rows matched.
     With no values it only takes the row's lock (updated_at set to itself)."""
+    mark(session, job_id)
     result = session.execute(
         update(Job).where(Job.id == job_id).values(**(values or {"updated_at": Job.updated_at}))
     )
@@ -160,6 +165,7 @@ def lock_job(session: Session, job_id: str, **values: Any) -> int:
 
 def claim(session: Session, job_id: str, stage: str, worker_id: str, device: str = "cpu") -> Claim:
     """Take a queued stage under a fresh lease, or raise NotClaimed."""
+    mark(session, job_id)
     now = utcnow()
     taken = session.execute(
         update(Job)
@@ -311,6 +317,7 @@ def cancel_requested(session: Session, claim: Claim) -> tuple[bool, bool]:
 
 
 def end_job(session: Session, job_id: str, status: JobStatus, **values: Any) -> None:
+    mark(session, job_id)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))

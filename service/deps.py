@@ -16,7 +16,9 @@ from service.errors import Unauthorized
 from service.state import AppState, UnitOfWork
 
 
-def get_state(request: Request) -> AppState:
+# Every dependency is `async def`: FastAPI runs a plain `def` one in its thread pool, a
+# thread handoff that cost a status poll more than its Redis round trip.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.stillhouse
     return state
 
@@ -24,17 +26,17 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_store(state: StateDep) -> ArtifactStore:
+async def get_store(state: StateDep) -> ArtifactStore:
     return state.store
 
 
 async def get_uow(state: StateDep) -> AsyncIterator[UnitOfWork]:
     async with state.sessions() as session:
-        uow = UnitOfWork(session, state.celery, state.store)
+        uow = UnitOfWork(session, state.celery, state.store, state.status)
         try:
             yield uow
         finally:
@@ -59,7 +61,10 @@ bearer = HTTPBearer(
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def get_tenant_id(request: Request, state: StateDep, credentials: BearerDep) -> str:
+async def get_tenant_id(request: Request, credentials: BearerDep) -> str:
+    # The state straight from the request, not through StateDep: each dependency FastAPI
+    # solves costs a status poll a few percent.
+    state: AppState = request.app.state.stillhouse
     return await _tenant_id(state, credentials, cached=request.method in CACHED_METHODS)
 
 
@@ -77,8 +82,15 @@ async def _tenant_id(
     key_hash = hash_key(key.strip())
     tenant_id = state.keys.get(key_hash) if cached else None
     if tenant_id is None:
-        async with state.sessions() as session:
-            tenant_id = await session.scalar(repository.tenant_id_for_key(key_hash))
+
+        async def lookup() -> str | None:
+            async with state.sessions() as session:
+                found: str | None = await session.scalar(repository.tenant_id_for_key(key_hash))
+                return found
+
+        # Reads share the lookup of a key already on its way: when its entry expires under
+        # 64 concurrent polls, one query runs instead of 64 queueing for the pool.
+        tenant_id = await (state.keys.shared(key_hash, lookup) if cached else lookup())
         if tenant_id is None:
             state.keys.drop(key_hash)
             raise Unauthorized(

@@ -175,6 +175,15 @@ JOB = {
     "heartbeat_at": "2026-11-29T09:15:02.530Z",
 }
 
+# GET /v1/jobs/{id}/status: the job less spec and summary; stages without their details.
+JOB_STATUS = {
+    **{k: v for k, v in JOB.items() if k not in ("spec", "summary")},
+    "stages": [
+        {k: v for k, v in stage.items() if k not in ("details", "resumed_from_epoch")}
+        for stage in JOB["stages"]  # type: ignore[attr-defined]
+    ],
+}
+
 METRICS = [
     {"step": 79, "epoch": 1, "name": "train_loss", "value": 1.482},
     {"step": 79, "epoch": 1, "name": "val_accuracy", "value": 0.612},
@@ -260,6 +269,7 @@ def schema_examples() -> dict[str, list[Any]]:
         "ModelPublic": [MODEL],
         "DatasetPublic": [DATASET],
         "JobPublic": [JOB],
+        "JobStatusPublic": [JOB_STATUS],
         "MetricPoint": METRICS,
         "JobReport": [REPORT],
         "WorkerPublic": [WORKER],

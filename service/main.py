@@ -18,6 +18,7 @@ from core.broker import make_celery
 from core.config import Settings, get_settings
 from core.db import make_async_engine, make_async_sessionmaker
 from core.replies import reply_channel
+from core.status_cache import status_cache
 from core.storage import ArtifactStore
 from service.catalog.losses import router as losses_router
 from service.catalog.students import router as students_router
@@ -63,9 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=ArtifactStore(settings.resolved_storage_url, settings.data_dir / "cache"),
             keys=KeyCache(ttl=settings.key_cache_seconds),
             replies=reply_channel(settings),
+            status=status_cache(settings),
         )
         yield
         await app.state.stillhouse.replies.aclose()
+        if app.state.stillhouse.status is not None:
+            await app.state.stillhouse.status.aclose()
         await engine.dispose()
 
     app = FastAPI(

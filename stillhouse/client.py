@@ -72,6 +72,8 @@ class Client:
         self._http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
         )
+        # job id -> (ETag, status) of the last status read, sent back as If-None-Match.
+        self._status_seen: dict[str, tuple[str, JobInfo]] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -283,6 +285,22 @@ class Client:
         """Teacher, student, baseline and int8 variant side by side (a finished job's)."""
         return cast(dict[str, Any], self._json("GET", f"/v1/jobs/{job_id}/report"))
 
+    def job_status(self, job_id: str) -> JobInfo:
+        """The job less its `spec` and `summary` (GET /v1/jobs/{id}/status): the light read
+        a poll needs, served from the gateway's cache. A poll that changed nothing since
+        the last one is answered 304 and returns the same object."""
+        path = f"/v1/jobs/{job_id}/status"
+        last = self._status_seen.get(job_id)
+        headers = {"If-None-Match": last[0]} if last is not None else {}
+        response = self._send("GET", path, headers=headers)
+        if response.status_code == 304 and last is not None:
+            return last[1]
+        job = cast(JobInfo, response.json())
+        etag = response.headers.get("etag")
+        if etag:
+            self._status_seen[job_id] = (etag, job)
+        return job
+
     def cancel_job(self, job_id: str) -> JobInfo:
         return cast(JobInfo, self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
@@ -298,10 +316,15 @@ class Client:
     ) -> JobInfo:
         """Poll the job until it has succeeded, failed or been cancelled, and return it.
         `on_update` sees every poll's job; polls start 0.25 s apart and back off to 2 s
-        while nothing changes. Raises WaitTimeout after `timeout` seconds."""
+        while nothing changes. Polls read the light status (no `spec`, no `summary`); the
+        job returned, once finished, is the whole one. Raises WaitTimeout after `timeout`
+        seconds."""
 
         def fetch() -> JobInfo:
-            job = self.get_job(job_id)
+            job = self.job_status(job_id)
+            if job["status"] in FINAL_STATUSES:  # once, the whole job: its summary
+                job = self.get_job(job_id)
+                self._status_seen.pop(job_id, None)
             if on_update is not None:
                 on_update(job)
             return job
@@ -388,7 +411,7 @@ class Client:
 
 
 def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
+    if response.is_success or response.status_code == 304:  # 304: a conditional read
         return
     try:
         body = response.json()

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings, get_settings
 from core.db import make_engine, make_sessionmaker
 from core.lifecycle import Claim
+from core.status_cache import install_publisher
 from core.storage import ArtifactStore
 
 
@@ -42,9 +43,12 @@ class WorkerContext:
 def context() -> WorkerContext:
     settings = get_settings()
     pool, device = settings.worker_pool, settings.worker_device
+    sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
+    # Each commit that changed a job publishes its status record (core.status).
+    install_publisher(sessions, settings)
     return WorkerContext(
         settings=settings,
-        sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
+        sessions=sessions,
         store=ArtifactStore(settings.resolved_storage_url, settings.data_dir / "cache"),
         pool=pool,
         device=device,

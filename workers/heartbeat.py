@@ -17,6 +17,7 @@ from sqlalchemy import delete
 
 from core import lifecycle
 from core.models import Worker, utcnow
+from core.status import mark
 from workers.context import WorkerContext, context
 from workers.recovery import reap, sweep
 from workers.retry import brief, is_transient, retrying
@@ -75,6 +76,8 @@ def beat(ctx: WorkerContext, facts: dict[str, Any]) -> None:
     if claim is not None:
         with ctx.sessions.begin() as session:
             held = lifecycle.heartbeat(session, claim.stage_id, claim.lease)
+            if held:  # the record's heartbeat_at follows (core.status)
+                mark(session, claim.job_id)
         if not held and ctx.claim is claim:
             log.warning(
                 "job %s: stage %s was taken from this worker (it was silent too long, or the "

@@ -11,6 +11,7 @@ const VIEWS = ["jobs", "new", "models", "datasets"];
 const route = { view: "jobs", job: null };
 let timer = null, busy = false, shown = "", jobError = null;
 let metrics = null, metricsKey = "", metricsAt = 0;
+let full = null, fullKey = "";  // the whole job (spec, summary, stage details)
 
 function readFragment() {
   const p = new URLSearchParams(location.hash.slice(1));
@@ -71,6 +72,7 @@ function show() {
   shown = "";
   jobError = null;
   metrics = null; metricsKey = "";
+  full = null; fullKey = "";
   if (route.view === "new") {
     document.title = "New job · Stillhouse";
     buildJobForm(main, (job) => { location.hash = "job=" + encodeURIComponent(job.id); }).catch(failed);
@@ -147,7 +149,17 @@ async function refresh() {
     return page.items.some((x) => x.status === "pending");
   }
   const id = route.job;
-  const job = await api("/v1/jobs/" + encodeURIComponent(id));
+  // Polls read the light status (served from the gateway's cache); the whole job (spec,
+  // summary, the stages' details) is fetched again only when the job or a stage moves on.
+  const path = "/v1/jobs/" + encodeURIComponent(id);
+  const status = await api(path + "/status");
+  const fk = [id, status.status, ...status.stages.map((s) => `${s.status}:${s.attempts}`)].join("|");
+  if (fk !== fullKey || !full) {
+    full = await api(path);
+    fullKey = fk;
+  }
+  const details = Object.fromEntries(full.stages.map((s) => [s.name, s]));
+  const job = { ...full, ...status, stages: status.stages.map((s) => ({ ...details[s.name], ...s })) };
   // The whole series is fetched when the job moves (a stage, a run, a re-run); while it
   // trains, at most every 4 s, only the points of epochs after the run's last one held.
   const mk = [job.status, job.stage, job.training && job.training.run, job.attempt].join("|");

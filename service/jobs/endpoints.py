@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
 from sqlalchemy import Row
@@ -17,13 +17,24 @@ from service.downloads import BINARY, download
 from service.errors import Conflict, NotFound, responses
 from service.idempotency import IdempotencyDep
 from service.jobs import service
-from service.jobs.schemas import JobPublic, JobReport, MetricPoint, StatusQuery, parse_statuses
+from service.jobs.schemas import (
+    JobPublic,
+    JobReport,
+    JobStatusPublic,
+    MetricPoint,
+    StatusQuery,
+    parse_statuses,
+)
+from service.jobs.status import conditional, read_status
 from service.schemas import CursorQuery, IdPath, LimitQuery, Page, decode_cursor, trim_page
 
 # The metrics answer through this adapter, built once (no response_model re-validation).
 POINTS = TypeAdapter(list[MetricPoint])
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 503))
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: `If-None-Match` names the current `ETag`; no body."}
+}
 
 
 @router.post(
@@ -58,6 +69,7 @@ async def create_job(
         created = await service.create_job(uow.session, tenant_id, body, settings)
     job, stages, message = created
     uow.enqueue(message)
+    uow.touch(job.id)
     return await idem.commit(uow, JobPublic.of(job, stages), status.HTTP_202_ACCEPTED)
 
 
@@ -101,9 +113,29 @@ async def _public(uow: UowDep, job: Job) -> JobPublic:
     return JobPublic.of(job, (await _stages(uow, [job.id])).get(job.id, []))
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
-async def get_job(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobPublic:
-    return await _public(uow, await _get(uow, tenant_id, job_id))
+@router.get("/{job_id}", response_model=JobPublic, responses={**NOT_MODIFIED, **responses(404)})
+async def get_job(request: Request, uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> Response:
+    """The whole job, with its spec and summary. It carries an `ETag`; a poll that sends it
+    back as `If-None-Match` gets a bodiless 304 while nothing changed. For polling, the
+    lighter `/status` answers from a cache."""
+    public = await _public(uow, await _get(uow, tenant_id, job_id))
+    return conditional(request, public.model_dump_json().encode())
+
+
+@router.get(
+    "/{job_id}/status",
+    response_model=JobStatusPublic,
+    responses={**NOT_MODIFIED, **responses(404)},
+)
+async def job_status(request: Request, tenant_id: TenantDep, job_id: IdPath) -> Response:
+    """The job less its `spec` and `summary`: status, stage, progress, training epochs and
+    the stages' placement. Meant for polling: it is served from a copy the workers refresh
+    at every change (the database stays the record), and answers `If-None-Match` with 304."""
+    found = await read_status(request.app.state.stillhouse, tenant_id, job_id)
+    if found is None:
+        raise NotFound.of("job", job_id)
+    etag, body = found
+    return conditional(request, body, etag)
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricPoint], responses=responses(404, 422))
@@ -202,6 +234,7 @@ async def cancel_job(uow: UowDep, tenant_id: TenantDep, job_id: IdPath) -> JobPu
         if job.status == JobStatus.CANCELLED.value:  # cancelling twice is no error
             return await _public(uow, job)
         raise Conflict(f"Job '{job_id}' has already {job.status}; there is nothing to cancel.")
+    uow.touch(job_id)
     await uow.commit()
     await uow.session.refresh(job)
     return await _public(uow, job)

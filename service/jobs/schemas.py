@@ -11,7 +11,7 @@ from sqlalchemy import Row
 
 from core.models import Job, JobStage
 from core.queues import JobStatus, Stage
-from core.stages import job_kind
+from core.status import status_doc
 from service.errors import explain_pattern
 from service.schemas import UtcDatetime, as_utc
 
@@ -147,31 +147,45 @@ def _utc(value: datetime | None) -> datetime | None:
 def _job_fields(
     job: Job | Row[Any], rows: Sequence[JobStage | Row[Any]], stages: Sequence[Any]
 ) -> dict[str, Any]:
-    """JobPublic's fields; `rows` and `stages` are the job's stages by position."""
-    current = next((s for s in rows if s.name == job.stage), None)
-    return {
-        "id": job.id,
-        "kind": job_kind(job.spec),
-        "name": job.name,
-        "status": job.status,
-        "stage": job.stage,
-        "progress": job.progress,
-        "epoch": job.epoch,
-        "training": _training(job),
-        "error": job.error,
-        "attempt": current.attempts if current is not None else 0,
-        "cancel_requested": job.cancel_requested,
-        "student_model_id": job.student_model_id,
-        "summary": job.summary,
-        "warnings": list(job.warnings or []),
-        "spec": job.spec,
-        "stages": stages,
-        "created_at": as_utc(job.created_at),
-        "started_at": _utc(job.started_at),
-        "finished_at": _utc(job.finished_at),
-        "updated_at": as_utc(job.updated_at),
-        "heartbeat_at": _utc(current.heartbeat_at) if current is not None else None,
-    }
+    """JobPublic's fields: the status record's (core.status) plus `spec`, `summary` and
+    the full stages; `rows` and `stages` are the job's stages by position."""
+    return {**status_doc(job, rows), "summary": job.summary, "spec": job.spec, "stages": stages}
+
+
+class StageStatusPublic(BaseModel):
+    name: str
+    status: str
+    pool: str | None
+    worker_id: str | None
+    device: str | None
+    attempts: int
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class JobStatusPublic(BaseModel):
+    """A job as GET /v1/jobs/{id} shows it less `spec` and `summary`, with each stage's
+    placement and timing only: what a poll needs (core.status builds it)."""
+
+    id: str
+    kind: str
+    name: str
+    status: str
+    stage: str | None
+    progress: float
+    epoch: int
+    training: TrainingProgress | None
+    error: str | None
+    attempt: int
+    cancel_requested: bool
+    student_model_id: str | None
+    warnings: list[str]
+    stages: list[StageStatusPublic]
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    updated_at: UtcDatetime
+    heartbeat_at: UtcDatetime | None
 
 
 class MetricPoint(BaseModel):
@@ -277,17 +291,3 @@ class JobReport(BaseModel):
     teacher_outputs: str  # "cached" (offline KD) or "online"
     task: str = "classification"  # "regression": mse_logits is the only loss term
     stages: list[TrainingStagePublic | StagePublic]
-
-
-def _training(job: Job | Row[Any]) -> dict[str, Any] | None:
-    """TrainingProgress's fields, or None before a training run starts."""
-    if job.training_run not in ("student", "baseline"):
-        return None
-    training = job.spec.get("training") if isinstance(job.spec, dict) else None
-    epochs = training.get("epochs") if isinstance(training, dict) else None
-    run = job.training_run
-    return {
-        "run": run,
-        "epoch": job.epoch if run == "student" else (job.baseline_epoch or 0),
-        "epochs": epochs if isinstance(epochs, int) else 0,
-    }

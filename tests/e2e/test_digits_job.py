@@ -12,8 +12,10 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
+from core.config import Settings
 from examples.digits import DigitsFiles
 from tests.conftest import npz_bytes, wait_for
+from tests.status_record import assert_record_matches_database
 
 pytestmark = pytest.mark.usefixtures("worker")
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -56,7 +58,9 @@ def job_body(ids: dict[str, dict], **overrides: Any) -> dict[str, Any]:
     return body
 
 
-def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], digits: DigitsFiles):
+def test_distill_digits_end_to_end(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings: Settings
+):
     ids = upload_digits(client, auth, digits)
     assert ids["teacher"]["status"] == "ready", ids["teacher"]["error"]
     assert ids["teacher"]["input_shape"] == [None, 64]
@@ -67,8 +71,13 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
     response = client.post("/v1/jobs", headers=auth, json=job_body(ids))
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "queued"
-    job = wait_for(client, f"/v1/jobs/{response.json()['id']}", auth, FINISHED)
+    # Polled as clients poll: the status route, served from the record the worker publishes.
+    wait_for(client, f"/v1/jobs/{response.json()['id']}/status", auth, FINISHED)
+    job = client.get(f"/v1/jobs/{response.json()['id']}", headers=auth).json()
     assert job["status"] == "succeeded", job["error"]
+    # The worker's last commit published the final state: the record is the database's.
+    status = assert_record_matches_database(client, auth, settings, job["id"])
+    assert client.get(f"/v1/jobs/{job['id']}/status", headers=auth).json() == status
     assert job["progress"] == 1.0 and job["epoch"] == 30
     # The student trained first, then the baseline: both ran all their epochs.
     assert job["training"] == {"run": "baseline", "epoch": 30, "epochs": 30}
@@ -121,18 +130,22 @@ def test_distill_digits_end_to_end(client: TestClient, auth: dict[str, str], dig
     assert weights.status_code == 200 and len(weights.content) == student["size_bytes"]
 
 
-def test_cancel_stops_a_running_job(client: TestClient, auth: dict[str, str], digits: DigitsFiles):
+def test_cancel_stops_a_running_job(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings: Settings
+):
     ids = upload_digits(client, auth, digits)
     body = job_body(
         ids, name="long", baseline=False, training={"epochs": 1000, "batch_size": 16, "lr": 0.001}
     )
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
-    wait_for(client, f"/v1/jobs/{job_id}", auth, {"training"}, field="stage")
+    wait_for(client, f"/v1/jobs/{job_id}/status", auth, {"training"}, field="stage")
     asked = time.monotonic()
     response = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
-    job = wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED, timeout=30)
+    wait_for(client, f"/v1/jobs/{job_id}/status", auth, FINISHED, timeout=30)
+    job = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
     assert job["status"] == "cancelled"
+    assert assert_record_matches_database(client, auth, settings, job_id)["status"] == "cancelled"
     assert time.monotonic() - asked < 10
     assert job["epoch"] < 1000
     # The epochs that really ran, not the 1,000 asked.
