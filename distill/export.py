@@ -16,6 +16,7 @@ from torch import nn
 
 from distill.batches import Rows
 from distill.errors import DistillError
+from distill.onnx_registry import install as reuse_onnx_registry
 from distill.onnx_safety import read_onnx
 from distill.students import build_student, example_input, input_dtype
 from distill.teachers import ModelInfo, check_io, fit_samples, make_session, padded_batches
@@ -124,6 +125,7 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.
     """Export to ONNX with a dynamic batch dim (input "input", output "logits") and check that
     ONNX Runtime agrees with torch within 1e-4."""
     model = model.cpu().eval()
+    reuse_onnx_registry()  # the exporter's op registry, built once per process
     example = example_input(model, 3, tuple(sample_shape), seed=0)  # float32 or int64 ids
     batch = torch.export.Dim("batch", min=1)
     try:
