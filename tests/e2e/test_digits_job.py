@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from core.config import Settings
 from examples.digits import DigitsFiles
-from tests.conftest import npz_bytes, wait_for
+from tests.conftest import new_tenant, npz_bytes, wait_for
 from tests.status_record import assert_record_matches_database
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -58,10 +58,27 @@ def job_body(ids: dict[str, dict], **overrides: Any) -> dict[str, Any]:
     return body
 
 
+@pytest.fixture(scope="module")
+def auth(settings: Settings) -> dict[str, str]:
+    """One tenant for this module, so the digits are uploaded and inspected once (`ids`); each
+    test's jobs and students are still its own (they are found by job id)."""
+    return new_tenant(settings)
+
+
+@pytest.fixture(scope="module")
+def ids(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, worker: object
+) -> dict[str, dict]:
+    return upload_digits(client, auth, digits)
+
+
 def test_distill_digits_end_to_end(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings: Settings
+    client: TestClient,
+    auth: dict[str, str],
+    digits: DigitsFiles,
+    ids: dict[str, dict],
+    settings: Settings,
 ):
-    ids = upload_digits(client, auth, digits)
     assert ids["teacher"]["status"] == "ready", ids["teacher"]["error"]
     assert ids["teacher"]["input_shape"] == [None, 64]
     assert ids["teacher"]["output_shape"] == [None, 10]
@@ -131,9 +148,8 @@ def test_distill_digits_end_to_end(
 
 
 def test_cancel_stops_a_running_job(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings: Settings
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict], settings: Settings
 ):
-    ids = upload_digits(client, auth, digits)
     body = job_body(
         ids, name="long", baseline=False, training={"epochs": 1000, "batch_size": 16, "lr": 0.001}
     )
@@ -157,11 +173,10 @@ def test_cancel_stops_a_running_job(
 
 
 def test_duplicate_message_is_a_no_op(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict], settings
 ):
     from core.broker import make_celery
 
-    ids = upload_digits(client, auth, digits)
     body = job_body(ids, name="short", baseline=False, training={"epochs": 2})
     job_id = client.post("/v1/jobs", headers=auth, json=body).json()["id"]
     job = wait_for(client, f"/v1/jobs/{job_id}", auth, FINISHED)
@@ -184,9 +199,8 @@ def test_duplicate_message_is_a_no_op(
 
 
 def test_teacher_outputs_are_computed_once(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, settings
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict], settings
 ) -> None:
-    ids = upload_digits(client, auth, digits)
     cache = settings.data_dir / "artifacts" / "cache" / "teacher-logits" / ids["teacher"]["sha256"]
     stamps: list[dict[str, int]] = []
     for name in ("first", "second"):

@@ -11,8 +11,9 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
+from core.config import Settings
 from examples.digits import DigitsFiles
-from tests.conftest import SpawnWorker, npz_bytes, wait_for
+from tests.conftest import SpawnWorker, new_tenant, npz_bytes, wait_for
 from tests.e2e.test_digits_job import FINISHED, job_body, upload_digits
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -23,15 +24,29 @@ def by_name(job: dict) -> dict[str, dict]:
     return {s["name"]: s for s in job["stages"]}
 
 
+@pytest.fixture(scope="module")
+def auth(settings: Settings) -> dict[str, str]:
+    """One tenant for this module, so the digits are uploaded and inspected once (`ids`); each
+    test's jobs and students are still its own."""
+    return new_tenant(settings)
+
+
+@pytest.fixture(scope="module")
+def ids(
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, worker: object
+) -> dict[str, dict]:
+    return upload_digits(client, auth, digits)
+
+
 def test_stages_run_on_the_pools_they_are_placed_on_and_the_report_adds_up(
     client: TestClient,
     auth: dict[str, str],
     digits: DigitsFiles,
+    ids: dict[str, dict],
     worker,
     spawn_worker: SpawnWorker,
 ) -> None:
     edge = spawn_worker("edge")
-    ids = upload_digits(client, auth, digits)
     placement = {"teacher": "cpu", "student": "cpu", "benchmark": "edge"}
     body = job_body(ids, name="two-pools", placement=placement, training=SHORT)
     created = client.post("/v1/jobs", headers=auth, json=body)
@@ -87,9 +102,8 @@ def test_stages_run_on_the_pools_they_are_placed_on_and_the_report_adds_up(
 
 
 def test_auto_is_cpu_without_a_gpu_worker_and_an_empty_pool_warns(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict]
 ) -> None:
-    ids = upload_digits(client, auth, digits)
     body = job_body(
         ids,
         name="nobody-benchmarks",
@@ -113,9 +127,8 @@ def test_auto_is_cpu_without_a_gpu_worker_and_an_empty_pool_warns(
 
 
 def test_batch_inference_logits_are_the_next_jobs_teacher_cache(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles
+    client: TestClient, auth: dict[str, str], digits: DigitsFiles, ids: dict[str, dict]
 ) -> None:
-    ids = upload_digits(client, auth, digits)
     # Rows no other test uploads, so no earlier job has cached the teacher's outputs for them.
     rows = {k: v[:400] for k, v in np.load(digits.train_npz).items()}
     uploaded = client.post(
@@ -177,9 +190,8 @@ def test_batch_inference_logits_are_the_next_jobs_teacher_cache(
 
 
 def test_a_batch_inference_job_checks_its_inputs(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles
+    client: TestClient, auth: dict[str, str], ids: dict[str, dict]
 ) -> None:
-    ids = upload_digits(client, auth, digits)
     body = {"kind": "inference", "name": "x", "model_id": ids["teacher"]["id"]}
     missing = client.post("/v1/jobs", headers=auth, json=body)
     assert missing.status_code == 422 and "dataset_id" in missing.json()["detail"]
