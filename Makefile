@@ -12,12 +12,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[worker,dev]'
-# The browser tests drive Debian's Chromium (never a Playwright download); installing
-# the package needs root, as in the CI image and the dev container.
-	command -v chromium || (apt-get update && apt-get install -y chromium)
-# Debian's compose client checks docker-compose.yml (`make lint`, tests/test_compose.py);
-# it needs no Docker engine.
-	command -v docker-compose || (apt-get update && apt-get install -y docker-compose)
+# Two Debian packages, installed once and together (root, as in the CI image and the dev
+# container): Chromium for the browser tests (never a Playwright download), and the compose
+# client that checks docker-compose.yml (`make lint`, tests/test_compose.py; no engine needed).
+	missing=""; \
+	command -v chromium >/dev/null || missing="chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	test -z "$$missing" || (apt-get update && apt-get install -y $$missing)
 	touch $(STAMP)
 
 run: $(STAMP)
