@@ -147,14 +147,14 @@ class Chaos:
         digits = self.folder / "digits"
         # In a child process, so this script never imports torch.
         built = subprocess.run(
-            [sys.executable, "examples/digits.py", str(digits)],
+            [sys.executable, "-m", "examples.digits", str(digits)],
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
         )
         if built.returncode != 0:  # its exporter warnings are noise unless it failed
-            raise RuntimeError(f"examples/digits.py failed:\n{built.stderr[-3000:]}")
+            raise RuntimeError(f"python -m examples.digits failed:\n{built.stderr[-3000:]}")
         say("digits teacher and data sets built")
         self.gateway = Gateway(env, self.folder)
         self.gateway.start()

@@ -143,13 +143,13 @@ def main() -> int:
         env, settings = build_stack(folder, db, redis)
         say(f"database {db.name}, redis-server on port {redis.port}, folder {folder}")
         built = subprocess.run(
-            [sys.executable, "examples/digits.py", str(folder / "digits")],
+            [sys.executable, "-m", "examples.digits", str(folder / "digits")],
             cwd=ROOT,
             capture_output=True,
             text=True,
         )
         if built.returncode != 0:
-            raise RuntimeError(f"examples/digits.py failed:\n{built.stderr[-3000:]}")
+            raise RuntimeError(f"python -m examples.digits failed:\n{built.stderr[-3000:]}")
         gateway = Gateway(env, folder)
         gateway.start()
         fleet = Fleet(env, folder, db)

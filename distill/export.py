@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import linecache
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -121,6 +124,27 @@ def inspect_safetensors(path: str | os.PathLike, spec: dict[str, Any] | None) ->
     )
 
 
+@contextlib.contextmanager
+def forget_generated_sources() -> Iterator[None]:
+    """Drop the sources torch.fx generates while the block runs. Each GraphModule the
+    exporter builds (about 19 an export) leaves its Python source in torch.fx's eval cache
+    and a lazy entry in `linecache`, for tracebacks, and nothing ever removes them: a
+    long-lived worker grew about 0.2 MB a job (bench/worker_memory.py). The modules are
+    garbage once the ONNX file is written, so their sources go with them."""
+    loader = getattr(torch.fx.graph_module, "_loader", None)
+    cache = getattr(loader, "eval_cache", None)
+    if not isinstance(cache, dict):  # another torch layout: nothing to forget
+        yield
+        return
+    before = set(cache)
+    try:
+        yield
+    finally:
+        for key in set(cache) - before:
+            cache.pop(key, None)
+            linecache.cache.pop(key, None)
+
+
 def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.PathLike) -> None:
     """Export to ONNX with a dynamic batch dim (input "input", output "logits") and check that
     ONNX Runtime agrees with torch within 1e-4."""
@@ -129,7 +153,7 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: str | os.
     example = example_input(model, 3, tuple(sample_shape), seed=0)  # float32 or int64 ids
     batch = torch.export.Dim("batch", min=1)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), forget_generated_sources():
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
             torch.onnx.export(
                 model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from onnx import TensorProto, helper
 from distill.errors import DistillError
 from distill.export import (
     export_onnx,
+    forget_generated_sources,
     inspect_safetensors,
     load_student,
     parity_max_abs_diff,
@@ -55,6 +57,42 @@ def test_export_round_trip_matches_torch(trained_cnn: torch.nn.Module, onnx_path
     (got,) = session.run(["logits"], {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, trained_cnn(x).numpy(), atol=1e-4)
+
+
+def test_export_leaves_no_generated_sources_behind(
+    trained_cnn: torch.nn.Module, tmp_path: Path
+) -> None:
+    """torch.fx keeps the source of every GraphModule the exporter builds (its eval cache and
+    linecache) for the life of the process; a worker exports every job, so export_onnx drops
+    them. The export still works and still matches torch."""
+    cache = torch.fx.graph_module._loader.eval_cache
+    export_onnx(trained_cnn, (2, 16), tmp_path / "first.onnx")  # any one-time set-up first
+    keys, lines = set(cache), set(linecache.cache)
+    for i in range(3):
+        export_onnx(trained_cnn, (2, 16), tmp_path / f"again-{i}.onnx")
+    assert set(cache) == keys
+    assert not {k for k in set(linecache.cache) - lines if k.startswith("<eval_with_key>")}
+    session = ort.InferenceSession(
+        str(tmp_path / "again-2.onnx"), providers=["CPUExecutionProvider"]
+    )
+    x = torch.randn(4, 2, 16)
+    (got,) = session.run(["logits"], {"input": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, trained_cnn(x).numpy(), atol=1e-4)
+
+
+def test_generated_sources_are_dropped_even_when_the_block_fails() -> None:
+    """What the exporter generated before it raised goes too; what was there before stays."""
+    loader = torch.fx.graph_module._loader
+    kept = loader.cache("def kept(): pass\n", {})
+    with pytest.raises(RuntimeError), forget_generated_sources():
+        made = loader.cache("def made(): pass\n", {})
+        assert made in loader.eval_cache and made in linecache.cache
+        raise RuntimeError("the exporter failed")
+    assert made not in loader.eval_cache and made not in linecache.cache
+    assert kept in loader.eval_cache and kept in linecache.cache
+    loader.eval_cache.pop(kept)
+    linecache.cache.pop(kept)
 
 
 def test_inspect_onnx_and_teacher(trained_cnn: torch.nn.Module, onnx_path: Path) -> None:
