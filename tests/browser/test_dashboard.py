@@ -56,9 +56,13 @@ def test_a_bad_student_parameter_shows_beside_its_field(
 
 def upload(page: Page, kind: str, path: Path, name: str) -> None:
     page.get_by_role("link", name=kind.capitalize()).click()
-    page.get_by_label("File", exact=True).set_input_files(path)
-    page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_role("button", name=f"Upload {kind[:-1]}").click()
+    # The view changes on the hashchange after the click: fill this kind's form, never the
+    # one it replaces (a file set on the old form is lost with it).
+    form = page.locator(f"form#upload-{kind}")
+    expect(form).to_be_visible()
+    form.get_by_label("File", exact=True).set_input_files(path)
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_role("button", name=f"Upload {kind[:-1]}").click()
     expect(page.get_by_role("status")).to_contain_text(f"Uploaded “{name}”")
     row = page.locator("tr", has=page.get_by_role("rowheader", name=name))
     expect(row.locator(".badge")).to_have_text("ready", timeout=30_000)

@@ -87,10 +87,12 @@ def test_more_jobs_than_workers_all_finish(
 ) -> None:
     """Four jobs on one worker: the later ones wait longer than the heartbeat
     timeout (8 s here) while queued, and the reaper leaves them alone. Each
-    training stage is held 3 s (a failpoint), so the last job's training waits
-    at least 9 s behind the others however fast this machine runs them."""
+    training stage is held 5 s (a failpoint), so the last job's training waits
+    behind at least two others (10 s) however fast this machine runs them: even
+    when the worker starts the first job's training before the other jobs are
+    submitted (3 s held each was not enough then: 6.5 s)."""
     pool, placement = private_pool("busy")
-    spawn_worker(pool, STILLHOUSE_FAILPOINTS="training=3")
+    spawn_worker(pool, STILLHOUSE_FAILPOINTS="training=5")
     training = {"epochs": 6, "batch_size": 32, "lr": 0.003}
     job_ids = [
         client.post(
