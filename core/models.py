@@ -254,11 +254,14 @@ class Worker(Base):
 
 
 class MaintenanceRun(Base):
-    """When the reaper and the sweeper last completed a pass, and on which worker: any
-    worker may run them, so the gateway's /metrics reads this row rather than a process."""
+    """When each worker last completed a pass of the reaper and of the sweeper: any worker
+    may run them, so the gateway's /metrics reads the newest of these rows rather than a
+    process. One row per worker, never one shared row: a worker frozen (SIGSTOP, a paused
+    VM) between its upsert and its commit would hold a shared row's lock, and every other
+    worker's heartbeat thread would wait on it, reaper included."""
 
     __tablename__ = "maintenance_runs"
     # "reaper" or "sweeper".
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(300), primary_key=True)
     last_run_at: Mapped[datetime] = mapped_column(Timestamp)
-    worker_id: Mapped[str] = mapped_column(String(300))

@@ -162,13 +162,14 @@ def mark_upload_resent(session: Session, entity: Any, row_id: str, seen: datetim
 
 
 def record_pass(session: Session, name: str, worker_id: str) -> None:
-    """Upsert when `name` (reaper, sweeper) last completed a pass, and where: the
-    gateway's /metrics shows how long ago, whichever worker ran it."""
+    """Upsert when this worker last completed a pass of `name` (reaper, sweeper): the
+    gateway's /metrics shows how long ago the newest was. The worker's own row only
+    (core.models.MaintenanceRun says why)."""
     dialect = session.get_bind().dialect.name
     build = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = {"last_run_at": utcnow(), "worker_id": worker_id}
+    values = {"last_run_at": utcnow()}
     session.execute(
         build(MaintenanceRun)
-        .values(name=name, **values)
-        .on_conflict_do_update(index_elements=["name"], set_=values)
+        .values(name=name, worker_id=worker_id, **values)
+        .on_conflict_do_update(index_elements=["name", "worker_id"], set_=values)
     )

@@ -154,7 +154,10 @@ def queued_stage_stats() -> Select[str | None, int, datetime | None]:
 
 
 def maintenance_runs() -> Select[str, datetime]:
-    return select(MaintenanceRun.name, MaintenanceRun.last_run_at)
+    """The newest pass of each task (reaper, sweeper), whichever worker ran it."""
+    return select(MaintenanceRun.name, func.max(MaintenanceRun.last_run_at)).group_by(
+        MaintenanceRun.name
+    )
 
 
 def active_job_specs(tenant_id: str) -> Select[Any]:

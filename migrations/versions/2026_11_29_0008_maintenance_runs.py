@@ -1,8 +1,9 @@
 """when the reaper and the sweeper last ran
 
 Every worker's heartbeat thread runs the reaper and the sweeper. Each pass
-upserts one row per task (`reaper`, `sweeper`) with its time and worker, so the
-gateway's /metrics can tell how long ago recovery last ran, whichever worker ran it.
+upserts the worker's own row for the task (`reaper`, `sweeper`), so the gateway's
+/metrics can tell how long ago recovery last ran, whichever worker ran it; rows are
+per worker so that no two workers ever wait on one row's lock.
 
 Revision ID: 0008
 Revises: 0007
@@ -28,7 +29,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(32), nullable=False),
         sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("worker_id", sa.String(300), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_maintenance_runs")),
+        sa.PrimaryKeyConstraint("name", "worker_id", name=op.f("pk_maintenance_runs")),
     )
 
 

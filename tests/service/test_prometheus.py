@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -183,7 +183,19 @@ def test_reaper_and_sweeper_passes_are_recorded(
         stamp = value(samples, "stillhouse_maintenance_last_run_timestamp_seconds", task=task)
         assert stamp is not None and abs(stamp - time.time()) < 600
     with sessions() as session:
-        assert session.get(MaintenanceRun, "sweeper").worker_id == ctx.worker_id
+        # The worker's own row: no two workers ever wait on one row's lock.
+        assert session.get(MaintenanceRun, ("sweeper", ctx.worker_id)) is not None
+    # Another worker's older pass does not make the reaper look older: the newest counts.
+    with sessions.begin() as session:
+        session.add(
+            MaintenanceRun(
+                name="reaper",
+                worker_id="gone-host/cpu/cpu/2",
+                last_run_at=datetime.now(UTC) - timedelta(days=1),
+            )
+        )
+    age = value(scrape(client), "stillhouse_maintenance_last_run_age_seconds", task="reaper")
+    assert age is not None and 0 <= age < 600
 
 
 def test_a_token_guards_metrics_when_set(settings: Settings) -> None:
