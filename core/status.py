@@ -93,11 +93,23 @@ def training_progress(job: Any) -> dict[str, Any] | None:
     }
 
 
-def status_doc(job: Any, stages: Sequence[Any]) -> dict[str, Any]:
+def status_doc(
+    job: Any, stages: Sequence[Any], stage_docs: list[Any] | None = None
+) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it, less `spec` and `summary`, and with each
     stage's placement and timing only. `job` and `stages` are ORM rows or any objects with
-    the same attributes (core.status_cache reads plain rows)."""
+    the same attributes (core.status_cache reads plain rows). A caller that shows the
+    stages otherwise (the whole job's representation) passes its own `stage_docs`."""
     current = next((s for s in stages if s.name == job.stage), None)
+    if stage_docs is None:
+        stage_docs = [
+            {
+                name: utc(value) if isinstance(value, datetime) else value
+                for name in STAGE_FIELDS
+                for value in (getattr(s, name),)
+            }
+            for s in sorted(stages, key=lambda s: s.position)
+        ]
     return {
         "id": job.id,
         "kind": job_kind(job.spec),
@@ -112,14 +124,7 @@ def status_doc(job: Any, stages: Sequence[Any]) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "student_model_id": job.student_model_id,
         "warnings": list(job.warnings or []),
-        "stages": [
-            {
-                name: utc(value) if isinstance(value, datetime) else value
-                for name in STAGE_FIELDS
-                for value in (getattr(s, name),)
-            }
-            for s in sorted(stages, key=lambda s: s.position)
-        ],
+        "stages": stage_docs,
         "created_at": utc(job.created_at),
         "started_at": utc(job.started_at),
         "finished_at": utc(job.finished_at),

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
@@ -11,9 +10,9 @@ from sqlalchemy import Row
 
 from core.models import Job, JobStage
 from core.queues import JobStatus, Stage
-from core.status import status_doc
+from core.status import status_doc, utc
 from service.errors import explain_pattern
-from service.schemas import UtcDatetime, as_utc
+from service.schemas import UtcDatetime
 
 _ONE_STATUS = "(" + "|".join(s.value for s in JobStatus) + ")"
 STATUS_PATTERN = explain_pattern(
@@ -131,8 +130,8 @@ def _stage_fields(row: JobStage | Row[Any]) -> dict[str, Any]:
         "worker_id": row.worker_id,
         "device": row.device,
         "attempts": row.attempts,
-        "started_at": _utc(row.started_at),
-        "finished_at": _utc(row.finished_at),
+        "started_at": utc(row.started_at),
+        "finished_at": utc(row.finished_at),
         "details": (row.outputs or {}).get("details"),
     }
     if row.name == Stage.TRAINING.value:
@@ -140,16 +139,12 @@ def _stage_fields(row: JobStage | Row[Any]) -> dict[str, Any]:
     return fields
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_utc(value)
-
-
 def _job_fields(
     job: Job | Row[Any], rows: Sequence[JobStage | Row[Any]], stages: Sequence[Any]
 ) -> dict[str, Any]:
     """JobPublic's fields: the status record's (core.status) plus `spec`, `summary` and
     the full stages; `rows` and `stages` are the job's stages by position."""
-    return {**status_doc(job, rows), "summary": job.summary, "spec": job.spec, "stages": stages}
+    return {**status_doc(job, rows, list(stages)), "summary": job.summary, "spec": job.spec}
 
 
 class StageStatusPublic(BaseModel):

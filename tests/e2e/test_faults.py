@@ -16,25 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.config import Settings
-from examples.digits import DigitsFiles
-from tests.conftest import SpawnWorker, new_tenant, wait_for
-from tests.e2e.test_digits_job import FINISHED, job_body, upload_digits
+from tests.conftest import SpawnWorker, wait_for
+from tests.e2e import test_digits_job
+from tests.e2e.test_digits_job import FINISHED, job_body
+
+# One tenant for this module and the digits uploaded once: test_digits_job's module-scoped
+# fixtures, so this module gets a tenant of its own too.
+auth, ids = test_digits_job.auth, test_digits_job.ids
 
 pytestmark = pytest.mark.usefixtures("worker")  # the cpu pool: inspections and the reaper
-
-
-@pytest.fixture(scope="module")
-def auth(settings: Settings) -> dict[str, str]:
-    """One tenant for this module, so the digits are uploaded and inspected once (`ids`); each
-    test's jobs and students are still its own (they are counted by job id)."""
-    return new_tenant(settings)
-
-
-@pytest.fixture(scope="module")
-def ids(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, worker: object
-) -> dict[str, dict]:
-    return upload_digits(client, auth, digits)
 
 
 def private_pool(prefix: str) -> tuple[str, dict[str, str]]:

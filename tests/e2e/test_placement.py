@@ -11,10 +11,14 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from core.config import Settings
 from examples.digits import DigitsFiles
-from tests.conftest import SpawnWorker, new_tenant, npz_bytes, wait_for
-from tests.e2e.test_digits_job import FINISHED, job_body, upload_digits
+from tests.conftest import SpawnWorker, npz_bytes, wait_for
+from tests.e2e import test_digits_job
+from tests.e2e.test_digits_job import FINISHED, job_body
+
+# One tenant for this module and the digits uploaded once: test_digits_job's module-scoped
+# fixtures, so this module gets a tenant of its own too.
+auth, ids = test_digits_job.auth, test_digits_job.ids
 
 pytestmark = pytest.mark.usefixtures("worker")
 SHORT = {"epochs": 5, "batch_size": 64, "lr": 0.003}
@@ -22,20 +26,6 @@ SHORT = {"epochs": 5, "batch_size": 64, "lr": 0.003}
 
 def by_name(job: dict) -> dict[str, dict]:
     return {s["name"]: s for s in job["stages"]}
-
-
-@pytest.fixture(scope="module")
-def auth(settings: Settings) -> dict[str, str]:
-    """One tenant for this module, so the digits are uploaded and inspected once (`ids`); each
-    test's jobs and students are still its own."""
-    return new_tenant(settings)
-
-
-@pytest.fixture(scope="module")
-def ids(
-    client: TestClient, auth: dict[str, str], digits: DigitsFiles, worker: object
-) -> dict[str, dict]:
-    return upload_digits(client, auth, digits)
 
 
 def test_stages_run_on_the_pools_they_are_placed_on_and_the_report_adds_up(
